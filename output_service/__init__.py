@@ -1,0 +1,3 @@
+"""output-service: a results sink for distributed ping and traceroute measurement."""
+
+__version__ = "2.0.0"

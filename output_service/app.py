@@ -1,0 +1,51 @@
+"""App factories for the two ports, sharing one Services object.
+
+The results app owns the lifecycle (a cleanup context opens storage before the
+first request and drains it after the last); the health app only reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from output_service.handlers import health, ingest
+from output_service.handlers.common import SERVICES
+from output_service.handlers.middleware import request_summary
+from output_service.services import Services
+
+
+def _base_app(services: Services) -> web.Application:
+    # Bodies are read as a stream with our own limit (ingest.read_body); aiohttp's
+    # whole-body limit only has to be large enough not to get in the way.
+    app = web.Application(middlewares=[request_summary],
+                          client_max_size=int(services.config.max_body_mb * 1024 * 1024) + 1)
+    app[SERVICES] = services
+    return app
+
+
+def create_results_app(services: Services) -> web.Application:
+    """The results port: POST /results (and, later, the admin endpoints)."""
+    app = _base_app(services)
+    app.cleanup_ctx.append(_storage_lifecycle)
+    app.router.add_post("/results", ingest.post_results)
+    return app
+
+
+def create_health_app(services: Services) -> web.Application:
+    """The health port: liveness, readiness, metrics and read-only views."""
+    app = _base_app(services)
+    app.router.add_get("/health", health.health)
+    app.router.add_get("/ready", health.ready)
+    app.router.add_get("/metrics", health.metrics)
+    app.router.add_get("/stats", health.stats)
+    app.router.add_get("/recent", health.recent)
+    return app
+
+
+async def _storage_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    storage = app[SERVICES].storage
+    await storage.open()
+    yield
+    await storage.close()

@@ -1,0 +1,182 @@
+"""Settings: one frozen dataclass, built once at start-up and passed in.
+
+Every setting has a default, a key in the TOML file (`--config PATH`), an
+environment variable `OUTPUT_SERVICE_<KEY>` and a command-line flag; later
+sources win: defaults < TOML < environment < flags. Nothing here runs at import
+time, so tests build configs freely with `Config(db_dir=tmp_path, ...)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from output_service import __version__
+
+ENV_PREFIX = "OUTPUT_SERVICE_"
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class ConfigError(Exception):
+    """A setting has a value the service cannot start with."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+def _setting(default: Any, help: str, *, minimum: float | None = None, short: str = "") -> Any:
+    return field(default=default, metadata={"help": help, "minimum": minimum, "short": short})
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every tunable of the service; see config.example.toml for the prose."""
+
+    port: int = _setting(8081, "results port (POST /results, /rotate, /dump)", minimum=0)
+    health_port: int = _setting(8091, "health port (/health /ready /metrics /stats /recent)",
+                                minimum=0)
+    host: str = _setting("0.0.0.0", "address both ports listen on")
+    input_url: str = _setting("http://localhost:8080/hops",
+                              'input service hop endpoint; "" turns the feedback loop off')
+    db_dir: Path = _setting(Path("./output_data"), "directory of the SQLite files")
+    max_size_mb: float = _setting(100.0, "rotate when main file + WAL exceed this many MB",
+                                  minimum=0.001)
+    rotation_days: float = _setting(7.0, "rotate when the current file is this many days old",
+                                    minimum=0.0000001)
+    keep_files: int = _setting(5, "number of results files to keep", minimum=1)
+    verbose: bool = _setting(False, "debug logging", short="-v")
+    max_body_mb: float = _setting(10.0, "largest accepted request body (after gzip) in MB",
+                                  minimum=0.001)
+    max_batch_results: int = _setting(10000, "most results in one POST /results", minimum=1)
+    synchronous: str = _setting("FULL", "SQLite synchronous mode: FULL survives power loss")
+    commit_max_results: int = _setting(2000, "most results committed in one transaction",
+                                       minimum=1)
+    commit_max_delay_ms: float = _setting(
+        0.0, "wait this long for more batches before committing (0: take what is queued)",
+        minimum=0)
+    queue_max_results: int = _setting(50000, "results waiting for the writer before 503",
+                                      minimum=1)
+    idempotency_window_hours: float = _setting(24.0, "how long Idempotency-Key values are kept",
+                                               minimum=0)
+    idempotency_max_keys: int = _setting(1_000_000, "most idempotency keys held in memory",
+                                         minimum=1)
+    cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
+    wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints",
+                                       minimum=0)
+    shutdown_grace_s: float = _setting(8.0, "seconds to drain on SIGTERM before closing",
+                                       minimum=0)
+
+    def validate(self) -> Config:
+        """Check cross-field rules the per-field minimums cannot express."""
+        for f in dataclasses.fields(self):
+            minimum = f.metadata["minimum"]
+            value = getattr(self, f.name)
+            if minimum is not None and value < minimum:
+                raise ConfigError(f.name, f"must be >= {minimum}, got {value}")
+        for name in ("port", "health_port"):
+            if getattr(self, name) > 65535:
+                raise ConfigError(name, f"must be <= 65535, got {getattr(self, name)}")
+        if self.port == self.health_port and self.port != 0:
+            raise ConfigError("health_port", "must differ from port")
+        if self.synchronous not in SYNCHRONOUS_MODES:
+            raise ConfigError("synchronous", f"must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        if self.input_url and not self.input_url.startswith(("http://", "https://")):
+            raise ConfigError("input_url", f"must be an http(s) URL or empty, got {self.input_url!r}")
+        return self
+
+
+def _fields() -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(Config)}
+
+
+def _coerce(name: str, raw: Any, *, from_text: bool) -> Any:
+    """Turn a TOML value or a text (env, flag) into the field's type, or say why not."""
+    default = _fields()[name].default
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, bool):
+                return raw
+            if from_text and str(raw).strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_text and str(raw).strip().lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            if isinstance(raw, bool) or (not from_text and not isinstance(raw, int)):
+                raise ValueError
+            return int(raw)
+        if isinstance(default, float):
+            if isinstance(raw, bool) or (not from_text and not isinstance(raw, int | float)):
+                raise ValueError
+            return float(raw)
+        if isinstance(default, Path):
+            if not from_text and not isinstance(raw, str):
+                raise ValueError
+            return Path(raw)
+        if not from_text and not isinstance(raw, str):
+            raise ValueError
+        return str(raw).upper() if name == "synchronous" else str(raw)
+    except ValueError:
+        kind = type(default).__name__ if not isinstance(default, Path) else "path"
+        raise ConfigError(name, f"expected {kind}, got {raw!r}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path} is not valid TOML: {exc}") from None
+    known = _fields()
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(key, f"unknown key in {path}")
+        out[key] = _coerce(key, value, from_text=False)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags mirror the Go service (`--port 8081`, `--port=8081`, `-v`)."""
+    parser = argparse.ArgumentParser(
+        prog="output-service",
+        description="Receive ping/traceroute results, store them in rotating SQLite files, "
+        "and feed discovered hops back to the input service.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--config", help="TOML file with settings (env OUTPUT_SERVICE_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"output-service {__version__}")
+    for name, f in _fields().items():
+        flag = "--" + name.replace("_", "-")
+        names = [f.metadata["short"], flag] if f.metadata["short"] else [flag]
+        help_text = f"{f.metadata['help']} (default: {f.default})"
+        if isinstance(f.default, bool):
+            parser.add_argument(*names, dest=name, action="store_true", help=help_text)
+        else:
+            parser.add_argument(*names, dest=name, metavar=name.upper(), help=help_text)
+    return parser
+
+
+def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """Merge defaults, TOML, environment and flags; raise ConfigError on any bad value."""
+    flags = vars(build_parser().parse_args(list(argv)))
+    values: dict[str, Any] = {}
+    config_path = flags.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        values.update(_read_toml(Path(config_path)))
+    for name in _fields():
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value is not None:
+            values[name] = _coerce(name, env_value, from_text=True)
+    for name, raw in flags.items():
+        values[name] = raw if isinstance(raw, bool) else _coerce(name, raw, from_text=True)
+    return Config(**values).validate()

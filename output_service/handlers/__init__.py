@@ -1,0 +1,1 @@
+"""HTTP handlers: they parse requests and shape replies, and leave SQLite to storage."""

@@ -1,0 +1,80 @@
+"""The health port: /health, /ready, /metrics, /stats, /recent."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from output_service import __version__
+from output_service.handlers.common import SERVICES, json_error
+from output_service.models import normalize_ip
+
+RECENT_DEFAULT = 100
+RECENT_MAX = 1000
+
+
+def go_duration(seconds: float) -> str:
+    """Format like Go's time.Duration.String() (`1h2m3.5s`), as the Go service did."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    frac = f"{seconds - whole:.3f}"[1:].rstrip("0").rstrip(".")
+    text = f"{secs}{frac}s"
+    if hours:
+        return f"{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{minutes}m{text}"
+    return text
+
+
+async def health(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    storage = services.storage
+    uptime = max(0.0, services.clock() - services.started_at)
+    ready = await storage.ready()
+    return web.json_response(
+        {
+            "status": "healthy" if ready else "unhealthy",
+            "version": __version__,
+            "uptime": go_duration(uptime),
+            "uptime_seconds": round(uptime, 3),
+            "stats": storage.stats() if ready else None,
+        },
+        status=200 if ready else 503,
+    )
+
+
+async def ready(request: web.Request) -> web.Response:
+    if await request.app[SERVICES].storage.ready():
+        return web.json_response({"status": "ready"})
+    return json_error(503, "database is not answering", headers={"Retry-After": "5"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[SERVICES].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def stats(request: web.Request) -> web.Response:
+    storage = request.app[SERVICES].storage
+    if not await storage.ready():
+        return json_error(503, "database is not answering", headers={"Retry-After": "5"})
+    return web.json_response(storage.stats())
+
+
+async def recent(request: web.Request) -> web.Response:
+    query = request.query
+    raw_limit = query.get("limit", str(RECENT_DEFAULT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= RECENT_MAX:
+        return json_error(400, f"limit must be an integer from 1 to {RECENT_MAX}")
+    ip = query.get("ip") or None
+    if ip is not None:
+        try:
+            ip = normalize_ip(ip)
+        except ValueError as exc:
+            return json_error(400, str(exc))
+    storage = request.app[SERVICES].storage
+    if not await storage.ready():
+        return json_error(503, "database is not answering", headers={"Retry-After": "5"})
+    results = await storage.recent(int(raw_limit), ip)
+    return web.json_response({"count": len(results), "results": results})

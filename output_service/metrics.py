@@ -1,0 +1,67 @@
+"""Every Prometheus metric of the service, built on a registry passed in.
+
+A fresh registry per app keeps tests independent and lets two apps share a
+process. Names keep the Go service's `output_service_` prefix and follow the
+Prometheus conventions: counters end in `_total`, units are in the name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import gc_collector, platform_collector, process_collector
+
+PREFIX = "output_service"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics:
+    """The service's metrics; attributes are the prometheus_client objects."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        process_collector.ProcessCollector(registry=r)
+        platform_collector.PlatformCollector(registry=r)
+        gc_collector.GCCollector(registry=r)
+        self.results_stored = Counter(
+            f"{PREFIX}_results_received", "Results committed to the database.", registry=r)
+        self.batches = Counter(
+            f"{PREFIX}_batches", "POST /results requests by outcome.", ["outcome"], registry=r)
+        self.ingest_latency = Histogram(
+            f"{PREFIX}_ingest_latency_seconds",
+            "Time from request start to acknowledgement of a stored batch.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            f"{PREFIX}_batch_size_results", "Results per accepted batch.",
+            buckets=BATCH_BUCKETS, registry=r)
+        self.commit_duration = Histogram(
+            f"{PREFIX}_commit_duration_seconds", "Duration of one group-commit transaction.",
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.commit_group = Histogram(
+            f"{PREFIX}_commit_group_batches", "Batches committed together in one transaction.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.queue_depth = Gauge(
+            f"{PREFIX}_write_queue_results", "Results waiting for the writer.", registry=r)
+        self.http_requests = Counter(
+            f"{PREFIX}_http_requests", "HTTP requests by route and status.",
+            ["route", "status"], registry=r)
+
+    def observe_commit(self, seconds: float, batches: int) -> None:
+        self.commit_duration.observe(seconds)
+        self.commit_group.observe(batches)
+
+    def queue_depth_fn(self, read: Callable[[], int]) -> None:
+        """Report the writer's queue depth at scrape time rather than on every change."""
+        self.queue_depth.set_function(read)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,283 @@
+"""The wire format: bytes in, a validated batch or a list of field errors out.
+
+Pure and synchronous, so it is easy to test and to fuzz. The ping nodes are Go
+programs, so this accepts what Go's `encoding/json` would: keys matched
+case-insensitively, unknown fields ignored (but kept, as the item's original
+JSON, for the `raw` column), `null` for optional strings, and a single object
+where an array is expected.
+
+Two paths keep the common case fast. The fast path decodes straight into
+msgspec structs that forbid unknown fields; batches from the Go clients (exact
+key names, nothing extra) go through it at C speed. Anything it rejects is
+decoded again on the slow path, item by item, which folds key case, collects
+unknown fields and names every bad item and field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+MAX_HOPS = 255
+MAX_REPORTED_ERRORS = 100
+
+_NonNegInt = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+_Text = Annotated[str, Meta(max_length=4096)]
+_ShortText = Annotated[str, Meta(max_length=64)]
+
+
+class Hop(msgspec.Struct, forbid_unknown_fields=True):
+    """One traceroute hop; `rtt` is in nanoseconds, `ip` may be empty on a timeout."""
+
+    ttl: Annotated[int, Meta(ge=0, le=MAX_HOPS)]
+    ip: _ShortText | None = ""
+    rtt: _NonNegInt = 0
+    timeout: bool = False
+
+
+class Traceroute(msgspec.Struct, forbid_unknown_fields=True):
+    """A traceroute attached to a ping result."""
+
+    method: _ShortText | None = ""
+    completed: bool = False
+    error: _Text | None = ""
+    hops: Annotated[list[Hop], Meta(max_length=MAX_HOPS)] | None = msgspec.field(
+        default_factory=list
+    )
+
+
+class Result(msgspec.Struct, forbid_unknown_fields=True):
+    """One ping result. `avg_rtt` is in nanoseconds (a Go `time.Duration`).
+
+    After `decode_batch`, `ip` is in canonical form and `timestamp` is UTC with
+    nine fractional digits (`2026-01-02T03:04:05.123456789Z`), which sorts as text.
+    """
+
+    ip: _ShortText
+    sent: _NonNegInt
+    received: _NonNegInt
+    packet_loss: Annotated[float, Meta(ge=0.0, le=100.0)]
+    avg_rtt: _NonNegInt
+    timestamp: _ShortText
+    error: _Text | None = ""
+    traceroute: Traceroute | None = None
+
+
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "result": tuple(Result.__struct_fields__),
+    "traceroute": tuple(Traceroute.__struct_fields__),
+    "hop": tuple(Hop.__struct_fields__),
+}
+_FOLDED = {kind: {name.lower(): name for name in names} for kind, names in _FIELDS.items()}
+
+_fast_decoder = msgspec.json.Decoder(list[Result] | Result)
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+_TIMESTAMP = re.compile(
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+)
+_UTC_OFFSETS = frozenset(("Z", "z", "+00:00", "-00:00"))
+_MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
+_MISSING_FIELD = re.compile(r"^Object missing required field `([^`]*)`")
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """What is wrong with one item: `index` is None for the body as a whole."""
+
+    index: int | None
+    field: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+class BatchValidationError(Exception):
+    """The batch is invalid; nothing of it may be stored."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__(f"{len(errors)} invalid item(s)")
+        self.errors = errors
+
+
+@dataclass(slots=True)
+class Batch:
+    """A validated batch. `raw` maps item index to the item's original JSON, for
+    items that carried fields the columns do not hold."""
+
+    results: list[Result]
+    raw: dict[int, bytes] = field(default_factory=dict)
+
+
+def normalize_timestamp(text: str) -> str:
+    """RFC 3339 with any offset and up to nanoseconds -> fixed-width UTC text.
+
+    Python's datetime stops at microseconds, so the fraction is carried over as
+    text: an offset is whole minutes and never changes the sub-second digits.
+    """
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        raise ValueError("expected an RFC 3339 timestamp like 2026-01-02T03:04:05.5Z")
+    date, clock, fraction, offset = match.groups()
+    utc = offset in _UTC_OFFSETS
+    try:
+        moment = datetime.fromisoformat(f"{date}T{clock}{'+00:00' if utc else offset}")
+        if not utc:
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"invalid timestamp: {exc}") from None
+    fraction9 = (fraction or "").ljust(9, "0")
+    if utc:
+        return f"{date}T{clock}.{fraction9}Z"
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction9}Z"
+
+
+def normalize_ip(text: str) -> str:
+    """Validate an IPv4/IPv6 address and return its canonical (compressed) form."""
+    try:
+        if ":" in text:
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
+        socket.inet_pton(socket.AF_INET, text)
+        return text
+    except (OSError, ValueError):
+        pass
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise ValueError(f"not an IPv4 or IPv6 address: {text!r}") from None
+
+
+def _finish(index: int, result: Result, errors: list[FieldError]) -> None:
+    """Checks msgspec cannot express, and the normal forms we store."""
+    try:
+        result.ip = normalize_ip(result.ip)
+    except ValueError as exc:
+        errors.append(FieldError(index, "ip", str(exc)))
+    try:
+        result.timestamp = normalize_timestamp(result.timestamp)
+    except ValueError as exc:
+        errors.append(FieldError(index, "timestamp", str(exc)))
+
+
+def decode_batch(body: bytes, max_results: int) -> Batch:
+    """Decode and validate a whole batch; raise BatchValidationError naming every bad item."""
+    try:
+        decoded = _fast_decoder.decode(body)
+    except msgspec.ValidationError:
+        return _decode_slow(body, max_results)
+    except msgspec.DecodeError as exc:
+        raise BatchValidationError([FieldError(None, "", f"malformed JSON: {exc}")]) from None
+    results = decoded if isinstance(decoded, list) else [decoded]
+    _check_count(len(results), max_results)
+    errors: list[FieldError] = []
+    for index, result in enumerate(results):
+        _finish(index, result, errors)
+    if errors:
+        raise BatchValidationError(errors[:MAX_REPORTED_ERRORS])
+    return Batch(results)
+
+
+def _check_count(count: int, max_results: int) -> None:
+    if count > max_results:
+        raise BatchValidationError(
+            [FieldError(None, "", f"batch has {count} results, at most {max_results} allowed")]
+        )
+
+
+def _decode_slow(body: bytes, max_results: int) -> Batch:
+    data = _any_decoder.decode(body)
+    if isinstance(data, dict):
+        items: list[Any] = [data]
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise BatchValidationError(
+            [FieldError(None, "", "expected a JSON array of results or a single result object")]
+        )
+    _check_count(len(items), max_results)
+    errors: list[FieldError] = []
+    batch = Batch([])
+    for index, item in enumerate(items):
+        if len(errors) >= MAX_REPORTED_ERRORS:
+            break
+        if not isinstance(item, dict):
+            errors.append(FieldError(index, "", f"expected an object, got {_json_kind(item)}"))
+            continue
+        folded, had_unknown = _fold(item, "result")
+        try:
+            result = msgspec.convert(folded, Result)
+        except msgspec.ValidationError as exc:
+            errors.append(_field_error(index, str(exc)))
+            continue
+        _finish(index, result, errors)
+        batch.results.append(result)
+        if had_unknown:
+            batch.raw[index] = _encoder.encode(item)
+    if errors:
+        raise BatchValidationError(errors[:MAX_REPORTED_ERRORS])
+    return batch
+
+
+def _fold(obj: dict[str, Any], kind: str) -> tuple[dict[str, Any], bool]:
+    """Map keys onto field names as Go does (exact match first, then any case);
+    drop unknown keys and report whether there were any."""
+    names = _FOLDED[kind]
+    exact = _FIELDS[kind]
+    out: dict[str, Any] = {}
+    unknown = False
+    for key, value in obj.items():
+        name = key if key in exact else names.get(key.lower())
+        if name is None:
+            unknown = True
+            continue
+        if name != key and name in obj:
+            continue  # an exact match elsewhere in the object wins
+        if name == "traceroute" and isinstance(value, dict):
+            value, nested_unknown = _fold(value, "traceroute")
+            unknown |= nested_unknown
+        elif name == "hops" and kind == "traceroute" and isinstance(value, list):
+            hops = []
+            for hop in value:
+                if isinstance(hop, dict):
+                    hop, nested_unknown = _fold(hop, "hop")
+                    unknown |= nested_unknown
+                hops.append(hop)
+            value = hops
+        out[name] = value
+    return out, unknown
+
+
+def _field_error(index: int, message: str) -> FieldError:
+    """Turn msgspec's message (`Expected int, got str - at $.traceroute.hops[0].ttl`)
+    into a field path and a reason."""
+    path = ""
+    match = _MSGSPEC_PATH.search(message)
+    if match:
+        path = match.group(1).lstrip(".")
+        message = message[: match.start()]
+    missing = _MISSING_FIELD.match(message)
+    if missing:
+        path = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        message = "required field is missing"
+    return FieldError(index, path, message)
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "an array"

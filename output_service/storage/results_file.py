@@ -1,0 +1,194 @@
+"""One SQLite results file, as the writer thread sees it.
+
+Synchronous on purpose: every method runs on the writer's own thread with a
+plain sqlite3 connection, so one transaction costs the event loop one await and
+SQLite never runs on the loop thread. Ids are assigned here, from counters, so
+inserts go in with one `executemany` per table instead of a `lastrowid` read
+per row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from output_service.models import Batch
+from output_service.storage.schema import migrate
+
+_INSERT_PING = (
+    "INSERT INTO ping_results (id, ip, sent, received, packet_loss, avg_rtt, timestamp, error,"
+    " batch_id, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_TRACE = (
+    "INSERT INTO traceroute_results (id, ping_result_id, method, completed, error)"
+    " VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_HOP = (
+    "INSERT INTO traceroute_hops (traceroute_id, ttl, ip, rtt, timeout) VALUES (?, ?, ?, ?, ?)"
+)
+_INSERT_BATCH = (
+    "INSERT OR IGNORE INTO batches (id, received_at, remote, node_id, idempotency_key,"
+    " body_hash, result_count) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+# A result counts as failed when it reports an error or got no reply at all.
+FAILED_SQL = "(error IS NOT NULL AND error != '') OR received = 0"
+
+
+@dataclass(frozen=True, slots=True)
+class BatchMeta:
+    """Who sent a batch, when, and under which idempotency key."""
+
+    received_at: str
+    remote: str | None = None
+    node_id: str | None = None
+    idempotency_key: str | None = None
+    body_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What the commit did with one batch. `duplicate` means an earlier batch with
+    the same idempotency key is stored and this one was not; `count` is then the
+    earlier batch's count, so the client gets the original reply."""
+
+    count: int
+    failed: int
+    duplicate: bool = False
+    body_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileCounts:
+    results: int
+    failed: int
+
+
+class ResultsFile:
+    """The write connection to one results file; used only from the writer thread."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self._next_ping = self._max_id("ping_results") + 1
+        self._next_trace = self._max_id("traceroute_results") + 1
+        self._next_batch = self._max_id("batches") + 1
+
+    @classmethod
+    def open(
+        cls, path: Path, *, synchronous: str, cache_size_mb: int, wal_autocheckpoint: int
+    ) -> ResultsFile:
+        """Open (creating or migrating) a results file for writing."""
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute(f"PRAGMA cache_size=-{cache_size_mb * 1024}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    def _max_id(self, table: str) -> int:
+        return int(self._conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
+
+    def write_group(self, items: Sequence[tuple[Batch, BatchMeta]]) -> list[BatchOutcome]:
+        """Store several batches in one transaction (group commit).
+
+        All or nothing: on any error the transaction is rolled back, the id
+        counters are restored and the error propagates, so no batch of the group
+        is acknowledged.
+        """
+        saved = (self._next_ping, self._next_trace, self._next_batch)
+        pings: list[tuple[Any, ...]] = []
+        traces: list[tuple[Any, ...]] = []
+        hops: list[tuple[Any, ...]] = []
+        outcomes: list[BatchOutcome] = []
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for batch, meta in items:
+                outcome = self._add_batch(batch, meta, pings, traces, hops)
+                outcomes.append(outcome)
+            conn.executemany(_INSERT_PING, pings)
+            if traces:
+                conn.executemany(_INSERT_TRACE, traces)
+            if hops:
+                conn.executemany(_INSERT_HOP, hops)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._next_ping, self._next_trace, self._next_batch = saved
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    def _add_batch(
+        self,
+        batch: Batch,
+        meta: BatchMeta,
+        pings: list[tuple[Any, ...]],
+        traces: list[tuple[Any, ...]],
+        hops: list[tuple[Any, ...]],
+    ) -> BatchOutcome:
+        batch_id = self._next_batch
+        cursor = self._conn.execute(
+            _INSERT_BATCH,
+            (batch_id, meta.received_at, meta.remote, meta.node_id, meta.idempotency_key,
+             meta.body_hash, len(batch.results)),
+        )
+        if cursor.rowcount == 0:
+            row = self._conn.execute(
+                "SELECT result_count, body_hash FROM batches WHERE idempotency_key = ?",
+                (meta.idempotency_key,),
+            ).fetchone()
+            return BatchOutcome(count=row[0], failed=0, duplicate=True, body_hash=row[1])
+        self._next_batch += 1
+        ping_id = self._next_ping
+        trace_id = self._next_trace
+        failed = 0
+        raw = batch.raw
+        for index, r in enumerate(batch.results):
+            error = r.error or None
+            if error is not None or r.received == 0:
+                failed += 1
+            extra = raw.get(index) if raw else None
+            pings.append((ping_id, r.ip, r.sent, r.received, r.packet_loss, r.avg_rtt,
+                          r.timestamp, error, batch_id, extra.decode() if extra else None))
+            t = r.traceroute
+            if t is not None:
+                traces.append((trace_id, ping_id, t.method, t.completed, t.error or None))
+                for h in t.hops or ():
+                    hops.append((trace_id, h.ttl, h.ip or None, h.rtt, h.timeout))
+                trace_id += 1
+            ping_id += 1
+        self._next_ping = ping_id
+        self._next_trace = trace_id
+        return BatchOutcome(count=len(batch.results), failed=failed, body_hash=meta.body_hash)
+
+    def counts(self) -> FileCounts:
+        row = self._conn.execute(
+            f"SELECT count(*), coalesce(sum({FAILED_SQL}), 0) FROM ping_results"
+        ).fetchone()
+        return FileCounts(results=int(row[0]), failed=int(row[1]))
+
+    def recent_idempotency_keys(self, since: str) -> list[tuple[str, int, str | None, str]]:
+        """Keys of batches received at or after `since`, oldest first."""
+        rows = self._conn.execute(
+            "SELECT idempotency_key, result_count, body_hash, received_at FROM batches"
+            " WHERE idempotency_key IS NOT NULL AND received_at >= ? ORDER BY id",
+            (since,),
+        ).fetchall()
+        return [(str(k), int(c), h, str(t)) for k, c, h, t in rows]
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file so the file stands alone."""
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,199 @@
+"""The single writer: one task, one thread, one write connection.
+
+Handlers call `submit()`, which queues the batch and returns a future; the
+writer task takes everything queued (up to `max_group_results`), commits it in
+one transaction on its own thread and only then resolves each future. This is
+both the durability rule (ack means committed) and the group commit that makes
+concurrent ingest fast. Commands (rotation, snapshots) travel through the same
+queue, so they always run between transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from output_service.models import Batch
+from output_service.storage.results_file import BatchMeta, BatchOutcome, ResultsFile
+
+T = TypeVar("T")
+
+
+class QueueFullError(Exception):
+    """The write queue holds as many results as allowed; the client should retry."""
+
+
+class WriterClosedError(Exception):
+    """The writer is shutting down and takes no more work."""
+
+
+class StorageError(Exception):
+    """A transaction failed; nothing of the affected batches was stored."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: Batch
+    meta: BatchMeta
+    future: asyncio.Future[BatchOutcome]
+
+
+@dataclass(slots=True)
+class _Command:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
+
+
+CommitHook = Callable[[Sequence[tuple[BatchMeta, BatchOutcome]]], None]
+GroupHook = Callable[[float, int], None]
+
+
+class Writer:
+    """Owns the results file; everything that writes goes through here."""
+
+    def __init__(
+        self,
+        file: ResultsFile,
+        *,
+        max_group_results: int,
+        max_delay_s: float,
+        queue_max_results: int,
+        on_commit: CommitHook,
+        on_group: GroupHook | None = None,
+    ) -> None:
+        self.file = file
+        self._max_group = max_group_results
+        self._max_delay = max_delay_s
+        self._queue_max = queue_max_results
+        self._on_commit = on_commit
+        self._on_group = on_group
+        self._queue: deque[_Pending | _Command] = deque()
+        self._queued_results = 0
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def queued_results(self) -> int:
+        return self._queued_results
+
+    @property
+    def queued_batches(self) -> int:
+        return len(self._queue)
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="sqlite-writer")
+
+    def submit(self, batch: Batch, meta: BatchMeta) -> asyncio.Future[BatchOutcome]:
+        """Queue a batch; the future resolves after its transaction has committed."""
+        if self._closing:
+            raise WriterClosedError("shutting down")
+        size = len(batch.results)
+        if self._queued_results + size > self._queue_max and self._queued_results > 0:
+            raise QueueFullError(f"{self._queued_results} results already waiting")
+        future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(batch, meta, future))
+        self._queued_results += size
+        self._wakeup.set()
+        return future
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the writer thread between two transactions."""
+        if self._closing:
+            raise WriterClosedError("shutting down")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Command(fn, future))
+        self._wakeup.set()
+        return await future
+
+    async def run_in_thread(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the writer thread now (for set-up before `start`)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def close(self) -> None:
+        """Refuse new work, commit everything queued, then close the file."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        await self.run_in_thread(self.file.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            head = self._queue[0]
+            if isinstance(head, _Command):
+                self._queue.popleft()
+                await self._run_command(head)
+                continue
+            if self._max_delay > 0 and self._queued_results < self._max_group:
+                await asyncio.sleep(self._max_delay)
+            await self._commit(self._take_group())
+
+    def _take_group(self) -> list[_Pending]:
+        group: list[_Pending] = []
+        taken = 0
+        while self._queue and isinstance(self._queue[0], _Pending):
+            size = len(self._queue[0].batch.results)
+            if group and taken + size > self._max_group:
+                break
+            item = self._queue.popleft()
+            assert isinstance(item, _Pending)
+            group.append(item)
+            taken += size
+        self._queued_results -= taken
+        return group
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        items = [(p.batch, p.meta) for p in group]
+        started = loop.time()
+        try:
+            outcomes = await loop.run_in_executor(self._executor, self.file.write_group, items)
+        except Exception as exc:  # every batch of the group failed; none is acknowledged
+            error = StorageError(f"{type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            for p in group:
+                if not p.future.done():
+                    p.future.set_exception(error)
+                    # a cancelled waiter never reads it; don't let asyncio log "never retrieved"
+                    p.future.add_done_callback(_consume_exception)
+            return
+        if self._on_group is not None:
+            self._on_group(loop.time() - started, len(group))
+        self._on_commit([(p.meta, o) for p, o in zip(group, outcomes, strict=True)])
+        for p, outcome in zip(group, outcomes, strict=True):
+            if not p.future.done():
+                p.future.set_result(outcome)
+
+    async def _run_command(self, command: _Command) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._executor, command.fn)
+        except Exception as exc:
+            if not command.future.done():
+                command.future.set_exception(exc)
+            return
+        if not command.future.done():
+            command.future.set_result(result)
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        future.exception()

@@ -1,0 +1,91 @@
+"""Shared fixtures: a Config on tmp_path, both apps on real loopback sockets, and
+plain sqlite3 readers that look at the files the way an operator would."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from prometheus_client import CollectorRegistry
+
+from output_service.app import create_health_app, create_results_app
+from output_service.config import Config
+from output_service.services import Services
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return Config(db_dir=tmp_path / "data", host="127.0.0.1", port=0, health_port=0,
+                  input_url="")
+
+
+@dataclasses.dataclass
+class Running:
+    """Both apps of one service, started against real files."""
+
+    services: Services
+    results: TestClient[Any, Any]
+    health: TestClient[Any, Any]
+
+    @property
+    def db_file(self) -> Path:
+        return self.services.storage.current_file
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        return query(self.db_file, sql, params)
+
+
+StartService = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+def start_service(aiohttp_client: Any, config: Config) -> StartService:
+    """Start the service; keyword arguments override settings of `config`."""
+
+    async def start(clock: Callable[[], float] | None = None, **overrides: Any) -> Running:
+        cfg = dataclasses.replace(config, **overrides).validate()
+        kwargs: dict[str, Any] = {"registry": CollectorRegistry()}
+        if clock is not None:
+            kwargs["clock"] = clock
+        services = Services.build(cfg, **kwargs)
+        results = await aiohttp_client(create_results_app(services))
+        health = await aiohttp_client(create_health_app(services))
+        return Running(services, results, health)
+
+    return start
+
+
+@pytest.fixture
+async def service(start_service: StartService) -> Running:
+    return await start_service()
+
+
+def query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Read with a separate, plain sqlite3 connection, as an operator would."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def make_result(ip: str = "192.0.2.1", *, hops: int = 0, error: str = "",
+                timestamp: str = "2026-01-02T03:04:05.123456789Z", **extra: Any) -> dict[str, Any]:
+    """One result as a Go ping node sends it; `hops` adds a traceroute with that many hops."""
+    result: dict[str, Any] = {
+        "ip": ip, "sent": 4, "received": 4 if not error else 0, "packet_loss": 0.0 if not error
+        else 100.0, "avg_rtt": 12_345_678, "timestamp": timestamp, "error": error,
+    }
+    if hops:
+        result["traceroute"] = {
+            "method": "icmp", "completed": True,
+            "hops": [{"ttl": i + 1, "ip": f"10.{i}.0.1", "rtt": 1_000_000 * (i + 1)}
+                     for i in range(hops)],
+        }
+    result.update(extra)
+    return result
