@@ -19,8 +19,10 @@ from output_service.services import Services
 def _base_app(services: Services) -> web.Application:
     # Bodies are read as a stream with our own limit (ingest.read_body); aiohttp's
     # whole-body limit only has to be large enough not to get in the way.
-    app = web.Application(middlewares=[request_summary],
-                          client_max_size=int(services.config.max_body_mb * 1024 * 1024) + 1)
+    app = web.Application(
+        middlewares=[request_summary],
+        client_max_size=int(services.config.max_body_mb * 1024 * 1024) + 1,
+    )
     app[SERVICES] = services
     return app
 

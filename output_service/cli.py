@@ -44,21 +44,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(config: Config) -> None:
     """Run both ports until SIGTERM or SIGINT, then drain and close."""
     services = Services.build(config)
-    results_runner = web.AppRunner(create_results_app(services), access_log=None,
-                                   shutdown_timeout=config.shutdown_grace_s)
-    health_runner = web.AppRunner(create_health_app(services), access_log=None,
-                                  shutdown_timeout=1.0)
+    results_runner = web.AppRunner(
+        create_results_app(services), access_log=None, shutdown_timeout=config.shutdown_grace_s
+    )
+    health_runner = web.AppRunner(
+        create_health_app(services), access_log=None, shutdown_timeout=1.0
+    )
     try:
         await results_runner.setup()
     except (OSError, SchemaError) as exc:
-        raise ConfigError("db_dir", f"cannot open a results file in {config.db_dir}: {exc}") from None
+        raise ConfigError(
+            "db_dir", f"cannot open a results file in {config.db_dir}: {exc}"
+        ) from None
     try:
         await health_runner.setup()
         results_port = await _listen(results_runner, config.host, config.port, "port")
         health_port = await _listen(health_runner, config.host, config.health_port, "health_port")
-        log.info("listening", version=__version__, host=config.host, results_port=results_port,
-                 health_port=health_port, db_dir=str(config.db_dir),
-                 current_db_file=services.storage.current_file.name)
+        log.info(
+            "listening",
+            version=__version__,
+            host=config.host,
+            results_port=results_port,
+            health_port=health_port,
+            db_dir=str(config.db_dir),
+            current_db_file=services.storage.current_file.name,
+        )
         await _until_signalled()
         log.info("shutting down", grace_s=config.shutdown_grace_s)
     finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,38 +39,41 @@ class Config:
     """Every tunable of the service; see config.example.toml for the prose."""
 
     port: int = _setting(8081, "results port (POST /results, /rotate, /dump)", minimum=0)
-    health_port: int = _setting(8091, "health port (/health /ready /metrics /stats /recent)",
-                                minimum=0)
+    health_port: int = _setting(
+        8091, "health port (/health /ready /metrics /stats /recent)", minimum=0
+    )
     host: str = _setting("0.0.0.0", "address both ports listen on")
-    input_url: str = _setting("http://localhost:8080/hops",
-                              'input service hop endpoint; "" turns the feedback loop off')
+    input_url: str = _setting(
+        "http://localhost:8080/hops", 'input service hop endpoint; "" turns the feedback loop off'
+    )
     db_dir: Path = _setting(Path("./output_data"), "directory of the SQLite files")
-    max_size_mb: float = _setting(100.0, "rotate when main file + WAL exceed this many MB",
-                                  minimum=0.001)
-    rotation_days: float = _setting(7.0, "rotate when the current file is this many days old",
-                                    minimum=0.0000001)
+    max_size_mb: float = _setting(
+        100.0, "rotate when main file + WAL exceed this many MB", minimum=0.001
+    )
+    rotation_days: float = _setting(
+        7.0, "rotate when the current file is this many days old", minimum=0.0000001
+    )
     keep_files: int = _setting(5, "number of results files to keep", minimum=1)
     verbose: bool = _setting(False, "debug logging", short="-v")
-    max_body_mb: float = _setting(10.0, "largest accepted request body (after gzip) in MB",
-                                  minimum=0.001)
+    max_body_mb: float = _setting(
+        10.0, "largest accepted request body (after gzip) in MB", minimum=0.001
+    )
     max_batch_results: int = _setting(10000, "most results in one POST /results", minimum=1)
     synchronous: str = _setting("FULL", "SQLite synchronous mode: FULL survives power loss")
-    commit_max_results: int = _setting(2000, "most results committed in one transaction",
-                                       minimum=1)
+    commit_max_results: int = _setting(2000, "most results committed in one transaction", minimum=1)
     commit_max_delay_ms: float = _setting(
-        0.0, "wait this long for more batches before committing (0: take what is queued)",
-        minimum=0)
-    queue_max_results: int = _setting(50000, "results waiting for the writer before 503",
-                                      minimum=1)
-    idempotency_window_hours: float = _setting(24.0, "how long Idempotency-Key values are kept",
-                                               minimum=0)
-    idempotency_max_keys: int = _setting(1_000_000, "most idempotency keys held in memory",
-                                         minimum=1)
+        0.0, "wait this long for more batches before committing (0: take what is queued)", minimum=0
+    )
+    queue_max_results: int = _setting(50000, "results waiting for the writer before 503", minimum=1)
+    idempotency_window_hours: float = _setting(
+        24.0, "how long Idempotency-Key values are kept", minimum=0
+    )
+    idempotency_max_keys: int = _setting(
+        1_000_000, "most idempotency keys held in memory", minimum=1
+    )
     cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
-    wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints",
-                                       minimum=0)
-    shutdown_grace_s: float = _setting(8.0, "seconds to drain on SIGTERM before closing",
-                                       minimum=0)
+    wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints", minimum=0)
+    shutdown_grace_s: float = _setting(8.0, "seconds to drain on SIGTERM before closing", minimum=0)
 
     def validate(self) -> Config:
         """Check cross-field rules the per-field minimums cannot express."""
@@ -88,7 +90,9 @@ class Config:
         if self.synchronous not in SYNCHRONOUS_MODES:
             raise ConfigError("synchronous", f"must be one of {', '.join(SYNCHRONOUS_MODES)}")
         if self.input_url and not self.input_url.startswith(("http://", "https://")):
-            raise ConfigError("input_url", f"must be an http(s) URL or empty, got {self.input_url!r}")
+            raise ConfigError(
+                "input_url", f"must be an http(s) URL or empty, got {self.input_url!r}"
+            )
         return self
 
 

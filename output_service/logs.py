@@ -24,7 +24,8 @@ def configure_logging(verbose: bool, stream: TextIO | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.DEBUG if verbose else logging.INFO),
+            logging.DEBUG if verbose else logging.INFO
+        ),
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )

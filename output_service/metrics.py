@@ -14,9 +14,11 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    gc_collector,
     generate_latest,
+    platform_collector,
+    process_collector,
 )
-from prometheus_client import gc_collector, platform_collector, process_collector
 
 PREFIX = "output_service"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -33,27 +35,44 @@ class Metrics:
         platform_collector.PlatformCollector(registry=r)
         gc_collector.GCCollector(registry=r)
         self.results_stored = Counter(
-            f"{PREFIX}_results_received", "Results committed to the database.", registry=r)
+            f"{PREFIX}_results_received", "Results committed to the database.", registry=r
+        )
         self.batches = Counter(
-            f"{PREFIX}_batches", "POST /results requests by outcome.", ["outcome"], registry=r)
+            f"{PREFIX}_batches", "POST /results requests by outcome.", ["outcome"], registry=r
+        )
         self.ingest_latency = Histogram(
             f"{PREFIX}_ingest_latency_seconds",
             "Time from request start to acknowledgement of a stored batch.",
-            buckets=LATENCY_BUCKETS, registry=r)
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            f"{PREFIX}_batch_size_results", "Results per accepted batch.",
-            buckets=BATCH_BUCKETS, registry=r)
+            f"{PREFIX}_batch_size_results",
+            "Results per accepted batch.",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
         self.commit_duration = Histogram(
-            f"{PREFIX}_commit_duration_seconds", "Duration of one group-commit transaction.",
-            buckets=LATENCY_BUCKETS, registry=r)
+            f"{PREFIX}_commit_duration_seconds",
+            "Duration of one group-commit transaction.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.commit_group = Histogram(
-            f"{PREFIX}_commit_group_batches", "Batches committed together in one transaction.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+            f"{PREFIX}_commit_group_batches",
+            "Batches committed together in one transaction.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
         self.queue_depth = Gauge(
-            f"{PREFIX}_write_queue_results", "Results waiting for the writer.", registry=r)
+            f"{PREFIX}_write_queue_results", "Results waiting for the writer.", registry=r
+        )
         self.http_requests = Counter(
-            f"{PREFIX}_http_requests", "HTTP requests by route and status.",
-            ["route", "status"], registry=r)
+            f"{PREFIX}_http_requests",
+            "HTTP requests by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
 
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_duration.observe(seconds)

@@ -20,8 +20,7 @@ from output_service.services import Services
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    return Config(db_dir=tmp_path / "data", host="127.0.0.1", port=0, health_port=0,
-                  input_url="")
+    return Config(db_dir=tmp_path / "data", host="127.0.0.1", port=0, health_port=0, input_url="")
 
 
 @dataclasses.dataclass
@@ -74,18 +73,31 @@ def query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
         conn.close()
 
 
-def make_result(ip: str = "192.0.2.1", *, hops: int = 0, error: str = "",
-                timestamp: str = "2026-01-02T03:04:05.123456789Z", **extra: Any) -> dict[str, Any]:
+def make_result(
+    ip: str = "192.0.2.1",
+    *,
+    hops: int = 0,
+    error: str = "",
+    timestamp: str = "2026-01-02T03:04:05.123456789Z",
+    **extra: Any,
+) -> dict[str, Any]:
     """One result as a Go ping node sends it; `hops` adds a traceroute with that many hops."""
     result: dict[str, Any] = {
-        "ip": ip, "sent": 4, "received": 4 if not error else 0, "packet_loss": 0.0 if not error
-        else 100.0, "avg_rtt": 12_345_678, "timestamp": timestamp, "error": error,
+        "ip": ip,
+        "sent": 4,
+        "received": 4 if not error else 0,
+        "packet_loss": 0.0 if not error else 100.0,
+        "avg_rtt": 12_345_678,
+        "timestamp": timestamp,
+        "error": error,
     }
     if hops:
         result["traceroute"] = {
-            "method": "icmp", "completed": True,
-            "hops": [{"ttl": i + 1, "ip": f"10.{i}.0.1", "rtt": 1_000_000 * (i + 1)}
-                     for i in range(hops)],
+            "method": "icmp",
+            "completed": True,
+            "hops": [
+                {"ttl": i + 1, "ip": f"10.{i}.0.1", "rtt": 1_000_000 * (i + 1)} for i in range(hops)
+            ],
         }
     result.update(extra)
     return result

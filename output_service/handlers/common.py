@@ -11,8 +11,10 @@ from output_service.services import Services
 SERVICES = web.AppKey("services", Services)
 
 
-def json_error(status: int, message: str, *, headers: dict[str, str] | None = None,
-               **extra: Any) -> web.Response:
+def json_error(
+    status: int, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
     """Every error the service sends has this shape: {"status": "error", "error": ...}."""
-    return web.json_response({"status": "error", "error": message, **extra}, status=status,
-                             headers=headers)
+    return web.json_response(
+        {"status": "error", "error": message, **extra}, status=status, headers=headers
+    )

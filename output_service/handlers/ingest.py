@@ -67,8 +67,9 @@ async def post_results(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable "
-                          "characters")
+        return json_error(
+            400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        )
     try:
         batch = decode_batch(body, services.config.max_batch_results)
     except BatchValidationError as exc:
@@ -90,8 +91,9 @@ async def post_results(request: web.Request) -> web.Response:
         return json_error(503, "shutting down, retry later", headers={"Retry-After": "5"})
     except StorageError as exc:
         metrics.batches.labels(outcome="storage_error").inc()
-        return json_error(503, f"storage error, nothing stored: {exc}",
-                          headers={"Retry-After": "5"})
+        return json_error(
+            503, f"storage error, nothing stored: {exc}", headers={"Retry-After": "5"}
+        )
     except IdempotencyConflictError as exc:
         metrics.batches.labels(outcome="idempotency_conflict").inc()
         return json_error(422, str(exc))

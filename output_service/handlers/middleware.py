@@ -28,8 +28,7 @@ async def request_summary(request: web.Request, handler: Handler) -> web.StreamR
     request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex[:16]
     node = request.headers.get("X-Node-ID", "")[:128] or None
     structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(
-        request_id=request_id, remote=request.remote, node=node)
+    structlog.contextvars.bind_contextvars(request_id=request_id, remote=request.remote, node=node)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -46,8 +45,14 @@ async def request_summary(request: web.Request, handler: Handler) -> web.StreamR
         route=route.canonical if route is not None else "unmatched",
         status=str(response.status),
     ).inc()
-    log.info("request", method=request.method, path=request.path, status=response.status,
-             duration_ms=duration_ms, count=request.get(COUNT))
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        duration_ms=duration_ms,
+        count=request.get(COUNT),
+    )
     response.headers["X-Request-ID"] = request_id
     return response
 

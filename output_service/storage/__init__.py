@@ -23,6 +23,7 @@ from output_service.storage.files import file_name_for, results_files, size_on_d
 from output_service.storage.idempotency import IdempotencyCache
 from output_service.storage.results_file import BatchMeta, BatchOutcome, ResultsFile
 from output_service.storage.writer import (
+    BeforeCommit,
     QueueFullError,
     StorageError,
     Writer,
@@ -52,20 +53,31 @@ class SubmitResult:
 
 
 def utc_text(moment: float) -> str:
-    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
+    return (
+        datetime.fromtimestamp(moment, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
 
 
 class Storage:
     """Results files in `config.db_dir`, written by one Writer, read per query."""
 
-    def __init__(self, config: Config, metrics: Metrics, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        clock: Clock = time.time,
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
         self._config = config
+        self._before_commit = before_commit
         self._metrics = metrics
         self._clock = clock
         self._writer: Writer | None = None
         self._idempotency = IdempotencyCache(
-            config.idempotency_window_hours * 3600, config.idempotency_max_keys)
+            config.idempotency_window_hours * 3600, config.idempotency_max_keys
+        )
         self._in_flight: dict[str, asyncio.Future[BatchOutcome]] = {}
         self.total_results = 0
         self.failed_results = 0
@@ -82,8 +94,12 @@ class Storage:
         path = existing[-1] if existing else db_dir / file_name_for(self._clock(), set())
         config = self._config
         file = await asyncio.to_thread(
-            ResultsFile.open, path, synchronous=config.synchronous,
-            cache_size_mb=config.cache_size_mb, wal_autocheckpoint=config.wal_autocheckpoint)
+            ResultsFile.open,
+            path,
+            synchronous=config.synchronous,
+            cache_size_mb=config.cache_size_mb,
+            wal_autocheckpoint=config.wal_autocheckpoint,
+        )
         writer = Writer(
             file,
             max_group_results=config.commit_max_results,
@@ -91,12 +107,14 @@ class Storage:
             queue_max_results=config.queue_max_results,
             on_commit=self._committed,
             on_group=self._metrics.observe_commit,
+            before_commit=self._before_commit,
         )
         counts = await writer.run_in_thread(file.counts)
         self.total_results, self.failed_results = counts.results, counts.failed
         since = utc_text(self._clock() - self._idempotency.window_s)
         for key, count, body_hash, received_at in await writer.run_in_thread(
-                lambda: file.recent_idempotency_keys(since)):
+            lambda: file.recent_idempotency_keys(since)
+        ):
             moment = datetime.fromisoformat(received_at).timestamp()
             self._idempotency.remember(key, count, body_hash, moment)
         writer.start()
@@ -167,7 +185,8 @@ class Storage:
         for meta, outcome in done:
             if meta.idempotency_key is not None:
                 self._idempotency.remember(
-                    meta.idempotency_key, outcome.count, outcome.body_hash, now)
+                    meta.idempotency_key, outcome.count, outcome.body_hash, now
+                )
             if not outcome.duplicate:
                 stored += outcome.count
                 self.failed_results += outcome.failed
@@ -214,4 +233,3 @@ def _check_same_body(stored: str | None, given: str | None) -> None:
 
 def _maybe_text(moment: float | None) -> str | None:
     return None if moment is None else utc_text(moment)
-

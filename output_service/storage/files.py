@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +28,8 @@ def results_files(db_dir: Path) -> list[Path]:
 
 
 def _sort_key(path: Path) -> tuple[str, int]:
-    stamp = path.name[len("results_"): len("results_") + 19]
-    rest = path.name[len("results_") + 19: -len(".db")]
+    stamp = path.name[len("results_") : len("results_") + 19]
+    rest = path.name[len("results_") + 19 : -len(".db")]
     return stamp, int(rest[1:]) if rest else 0
 
 
@@ -36,8 +37,6 @@ def size_on_disk(path: Path) -> int:
     """Main file plus its write-ahead log: what the size limit is about."""
     total = 0
     for candidate in (path, path.with_name(path.name + "-wal")):
-        try:
+        with contextlib.suppress(FileNotFoundError):
             total += candidate.stat().st_size
-        except FileNotFoundError:
-            pass
     return total

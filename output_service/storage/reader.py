@@ -38,15 +38,23 @@ async def recent_results(path: Path, limit: int, ip: str | None) -> list[dict[st
     """The newest results (by arrival), each with its traceroute and hops."""
     where, params = ("WHERE p.ip = ?", [ip]) if ip else ("", [])
     async with read_only(path) as conn:
-        async with conn.execute(f"{_RECENT} {where} ORDER BY p.id DESC LIMIT ?",
-                                (*params, limit)) as cur:
+        async with conn.execute(
+            f"{_RECENT} {where} ORDER BY p.id DESC LIMIT ?", (*params, limit)
+        ) as cur:
             rows = list(await cur.fetchall())
         results: dict[int, dict[str, Any]] = {}
         for row in rows:
             results[row[0]] = {
-                "id": row[0], "ip": row[1], "sent": row[2], "received": row[3],
-                "packet_loss": row[4], "avg_rtt": row[5], "timestamp": row[6],
-                "error": row[7] or "", "node_id": row[8], "received_at": row[9],
+                "id": row[0],
+                "ip": row[1],
+                "sent": row[2],
+                "received": row[3],
+                "packet_loss": row[4],
+                "avg_rtt": row[5],
+                "timestamp": row[6],
+                "error": row[7] or "",
+                "node_id": row[8],
+                "received_at": row[9],
                 "traceroute": None,
             }
         if not results:
@@ -63,19 +71,26 @@ async def _traceroutes(conn: aiosqlite.Connection, ping_ids: list[int]) -> dict[
     by_ping: dict[int, dict[str, Any]] = {}
     async with conn.execute(
         "SELECT id, ping_result_id, method, completed, error FROM traceroute_results"
-        f" WHERE ping_result_id IN ({marks})", ping_ids,
+        f" WHERE ping_result_id IN ({marks})",
+        ping_ids,
     ) as cur:
         async for tid, pid, method, completed, error in cur:
-            trace = {"method": method, "completed": bool(completed), "error": error or "",
-                     "hops": []}
+            trace = {
+                "method": method,
+                "completed": bool(completed),
+                "error": error or "",
+                "hops": [],
+            }
             by_trace[tid] = by_ping[pid] = trace
     if by_trace:
         marks = ",".join("?" * len(by_trace))
         async with conn.execute(
             "SELECT traceroute_id, ttl, ip, rtt, timeout FROM traceroute_hops"
-            f" WHERE traceroute_id IN ({marks}) ORDER BY traceroute_id, ttl, id", list(by_trace),
+            f" WHERE traceroute_id IN ({marks}) ORDER BY traceroute_id, ttl, id",
+            list(by_trace),
         ) as cur:
             async for tid, ttl, hop_ip, rtt, timeout in cur:
                 by_trace[tid]["hops"].append(
-                    {"ttl": ttl, "ip": hop_ip or "", "rtt": rtt, "timeout": bool(timeout)})
+                    {"ttl": ttl, "ip": hop_ip or "", "rtt": rtt, "timeout": bool(timeout)}
+                )
     return by_ping

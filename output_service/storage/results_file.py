@@ -139,8 +139,15 @@ class ResultsFile:
         batch_id = self._next_batch
         cursor = self._conn.execute(
             _INSERT_BATCH,
-            (batch_id, meta.received_at, meta.remote, meta.node_id, meta.idempotency_key,
-             meta.body_hash, len(batch.results)),
+            (
+                batch_id,
+                meta.received_at,
+                meta.remote,
+                meta.node_id,
+                meta.idempotency_key,
+                meta.body_hash,
+                len(batch.results),
+            ),
         )
         if cursor.rowcount == 0:
             row = self._conn.execute(
@@ -158,8 +165,20 @@ class ResultsFile:
             if error is not None or r.received == 0:
                 failed += 1
             extra = raw.get(index) if raw else None
-            pings.append((ping_id, r.ip, r.sent, r.received, r.packet_loss, r.avg_rtt,
-                          r.timestamp, error, batch_id, extra.decode() if extra else None))
+            pings.append(
+                (
+                    ping_id,
+                    r.ip,
+                    r.sent,
+                    r.received,
+                    r.packet_loss,
+                    r.avg_rtt,
+                    r.timestamp,
+                    error,
+                    batch_id,
+                    extra.decode() if extra else None,
+                )
+            )
             t = r.traceroute
             if t is not None:
                 traces.append((trace_id, ping_id, t.method, t.completed, t.error or None))

@@ -51,6 +51,9 @@ class _Command:
 
 CommitHook = Callable[[Sequence[tuple[BatchMeta, BatchOutcome]]], None]
 GroupHook = Callable[[float, int], None]
+# Runs on the writer thread before the results transaction of a group (the hop
+# outbox uses it: its rows must be durable before the batch can be acknowledged).
+BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], None]
 
 
 class Writer:
@@ -65,6 +68,7 @@ class Writer:
         queue_max_results: int,
         on_commit: CommitHook,
         on_group: GroupHook | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> None:
         self.file = file
         self._max_group = max_group_results
@@ -72,6 +76,7 @@ class Writer:
         self._queue_max = queue_max_results
         self._on_commit = on_commit
         self._on_group = on_group
+        self._before_commit = before_commit
         self._queue: deque[_Pending | _Command] = deque()
         self._queued_results = 0
         self._wakeup = asyncio.Event()
@@ -165,7 +170,7 @@ class Writer:
         items = [(p.batch, p.meta) for p in group]
         started = loop.time()
         try:
-            outcomes = await loop.run_in_executor(self._executor, self.file.write_group, items)
+            outcomes = await loop.run_in_executor(self._executor, self._write, items)
         except Exception as exc:  # every batch of the group failed; none is acknowledged
             error = StorageError(f"{type(exc).__name__}: {exc}")
             error.__cause__ = exc
@@ -181,6 +186,12 @@ class Writer:
         for p, outcome in zip(group, outcomes, strict=True):
             if not p.future.done():
                 p.future.set_result(outcome)
+
+    def _write(self, items: Sequence[tuple[Batch, BatchMeta]]) -> list[BatchOutcome]:
+        """One group, on the writer thread."""
+        if self._before_commit is not None:
+            self._before_commit(items)
+        return self.file.write_group(items)
 
     async def _run_command(self, command: _Command) -> None:
         loop = asyncio.get_running_loop()
