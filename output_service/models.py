@@ -142,14 +142,14 @@ def normalize_timestamp(text: str) -> str:
 
 
 def normalize_ip(text: str) -> str:
-    """Validate an IPv4/IPv6 address and return its canonical (compressed) form."""
-    try:
-        if ":" in text:
-            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
-        socket.inet_pton(socket.AF_INET, text)
-        return text
-    except (OSError, ValueError):
-        pass
+    """Validate an IPv4/IPv6 address and return its canonical form (Python's, which
+    compresses IPv6). Dotted-quad IPv4, the common case, is checked in C."""
+    if ":" not in text:
+        try:
+            socket.inet_pton(socket.AF_INET, text)  # refuses leading zeros and short forms
+            return text
+        except (OSError, ValueError):
+            pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -194,7 +194,10 @@ def _check_count(count: int, max_results: int) -> None:
 
 
 def _decode_slow(body: bytes, max_results: int) -> Batch:
-    data = _any_decoder.decode(body)
+    try:
+        data = _any_decoder.decode(body)
+    except msgspec.DecodeError as exc:  # the typed decoder may stop before seeing bad syntax
+        raise BatchValidationError([FieldError(None, "", f"malformed JSON: {exc}")]) from None
     if isinstance(data, dict):
         items: list[Any] = [data]
     elif isinstance(data, list):

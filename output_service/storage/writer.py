@@ -126,7 +126,9 @@ class Writer:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     async def close(self) -> None:
-        """Refuse new work, commit everything queued, then close the file."""
+        """Refuse new work, commit everything queued, then close the file (once)."""
+        if self._closing:
+            return
         self._closing = True
         self._wakeup.set()
         if self._task is not None:

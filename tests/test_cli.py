@@ -1,0 +1,150 @@
+"""The service as a process: flags, a batch, SIGTERM, rows on disk, exit status."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from output_service.storage.files import results_files
+from tests.conftest import make_result
+
+DEADLINE_S = 20
+
+
+def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """Start `python -m output_service` and wait for its `listening` log line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "output_service", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "listening":
+            return proc, event
+    proc.wait(DEADLINE_S)
+    raise AssertionError(f"service exited {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
+
+
+def post(port: int, payload: Any) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/results",
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=DEADLINE_S) as resp:
+        return resp.status, json.loads(resp.read())
+
+
+def test_serves_stores_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
+    db_dir = tmp_path / "data"
+    proc, listening = start(
+        "--host=127.0.0.1",
+        "--port",
+        "0",
+        "--health-port=0",
+        "--db-dir",
+        str(db_dir),
+        "--input-url",
+        "",
+    )
+    try:
+        assert listening["db_dir"] == str(db_dir)
+        assert post(listening["results_port"], [make_result(hops=2)] * 3) == (
+            200,
+            {"status": "ok", "received": 3},
+        )
+        health_url = f"http://127.0.0.1:{listening['health_port']}/health"
+        with urllib.request.urlopen(health_url, timeout=DEADLINE_S) as resp:
+            assert json.loads(resp.read())["stats"]["total_results"] == 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 0, err
+    assert '"event": "stopped"' in out
+    (file,) = results_files(db_dir)
+    conn = sqlite3.connect(file)
+    assert conn.execute("SELECT count(*) FROM ping_results").fetchone() == (3,)
+    assert conn.execute("SELECT count(*) FROM traceroute_hops").fetchone() == (6,)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    conn.close()
+
+
+def test_bad_setting_is_one_line_and_status_2(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "output_service", "--max-size-mb", "-5"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "output-service: max_size_mb: must be >= 0.001, got -5.0"
+
+
+def test_port_in_use_is_one_line_and_status_2(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "output_service",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--health-port",
+                "0",
+                "--db-dir",
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+        )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(
+        f"output-service: port: cannot listen on 127.0.0.1:{port}"
+    )
+    assert "Traceback" not in proc.stderr
+
+
+def test_version_and_help() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "output_service", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert version.returncode == 0
+    assert version.stdout.startswith("output-service ")
+    helptext = subprocess.run(
+        [sys.executable, "-m", "output_service", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    for flag in (
+        "--port",
+        "--health-port",
+        "--input-url",
+        "--db-dir",
+        "--max-size-mb",
+        "--rotation-days",
+        "--keep-files",
+        "--verbose",
+        "--config",
+    ):
+        assert flag in helptext.stdout
