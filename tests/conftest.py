@@ -3,6 +3,7 @@ plain sqlite3 readers that look at the files the way an operator would."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -101,3 +102,13 @@ def make_result(
         }
     result.update(extra)
     return result
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Yield to the loop until `condition()` holds (bounded): for states that no
+    event announces, such as "the writer has N batches queued"."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():  # noqa: ASYNC110 - polls a condition, not a timer
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not reached")
+        await asyncio.sleep(0.001)

@@ -7,7 +7,7 @@ import gzip
 import json
 from typing import Any
 
-from tests.conftest import Running, StartService, make_result
+from tests.conftest import Running, StartService, make_result, wait_for
 
 
 async def post(service: Running, payload: Any, **headers: str) -> tuple[int, dict[str, Any]]:
@@ -98,7 +98,7 @@ async def test_oversized_body_gets_413(start_service: StartService) -> None:
     payload = [make_result(hops=10) for _ in range(30)]
     assert len(json.dumps(payload)) > 0.01 * 1024 * 1024
     status, body = await post(service, payload)
-    assert status == 413
+    assert (status, body["status"]) == (413, "error")
     assert service.rows("SELECT count(*) FROM ping_results") == [(0,)]
 
 
@@ -200,8 +200,7 @@ async def test_queue_full_gets_503_with_retry_after(start_service: StartService)
         writer.call(lambda: asyncio.run_coroutine_threadsafe(gate.wait(), loop).result())
     )
     first = asyncio.ensure_future(service.results.post("/results", json=[make_result()] * 3))
-    while writer.queued_results < 3:
-        await asyncio.sleep(0)
+    await wait_for(lambda: writer.queued_results >= 3)
     second = await service.results.post("/results", json=[make_result()])
     assert second.status == 503
     assert second.headers["Retry-After"] == "1"
@@ -224,8 +223,7 @@ async def test_concurrent_batches_are_group_committed(service: Running) -> None:
         )
         for i in range(1, 21)
     ]
-    while writer.queued_batches < 20:
-        await asyncio.sleep(0)
+    await wait_for(lambda: writer.queued_batches >= 20)
     gate.set()
     await blocker
     assert [(await p).status for p in posts] == [200] * 20
