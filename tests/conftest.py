@@ -104,11 +104,11 @@ def make_result(
     return result
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+async def wait_for(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
     """Yield to the loop until `condition()` holds (bounded): for states that no
     event announces, such as "the writer has N batches queued"."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():  # noqa: ASYNC110 - polls a condition, not a timer
+    deadline = asyncio.get_running_loop().time() + limit_s
+    while not condition():
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.001)
