@@ -1,0 +1,106 @@
+"""Results files: the Go schema is kept, older files are migrated forward."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from output_service.storage.schema import (
+    SCHEMA_VERSION,
+    SEED_INDEXES,
+    SEED_TABLES,
+    SchemaError,
+    migrate,
+)
+from tests.conftest import StartService, make_result, query
+
+
+def seed_file(path: Path) -> None:
+    """A file as the Go service left it: seed tables, rows, no user_version."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SEED_TABLES + SEED_INDEXES)
+    conn.execute(
+        "INSERT INTO ping_results (ip, sent, received, packet_loss, avg_rtt, timestamp)"
+        " VALUES ('198.51.100.1', 4, 4, 0, 1000, '2025-01-01T00:00:00Z')"
+    )
+    conn.execute(
+        "INSERT INTO traceroute_results (ping_result_id, method, completed) VALUES (1, 'icmp', 1)"
+    )
+    conn.execute(
+        "INSERT INTO traceroute_hops (traceroute_id, ttl, ip, rtt, timeout)"
+        " VALUES (1, 1, '10.0.0.1', 5, 0)"
+    )
+    conn.commit()
+    conn.close()
+
+
+async def test_go_file_is_migrated_and_continued(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    db_dir = tmp_path / "data"
+    db_dir.mkdir()
+    old = db_dir / "results_2025-01-01_00-00-00.db"
+    seed_file(old)
+    service = await start_service()
+    assert service.db_file == old
+    resp = await service.results.post("/results", json=[make_result(hops=1)])
+    assert resp.status == 200
+    assert query(old, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert query(old, "SELECT id, ip, batch_id FROM ping_results ORDER BY id") == [
+        (1, "198.51.100.1", None),
+        (2, "192.0.2.1", 1),
+    ]
+    assert query(old, "SELECT id, ping_result_id FROM traceroute_results ORDER BY id") == [
+        (1, 1),
+        (2, 2),
+    ]
+    stats = await (await service.health.get("/stats")).json()
+    assert stats["total_results"] == 2
+
+
+def test_seed_tables_columns_and_indexes_are_all_there(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "f.db")
+    migrate(conn)
+    columns = {
+        t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
+        for t in ("ping_results", "traceroute_results", "traceroute_hops", "batches")
+    }
+    assert columns["ping_results"] == [
+        "id",
+        "ip",
+        "sent",
+        "received",
+        "packet_loss",
+        "avg_rtt",
+        "timestamp",
+        "error",
+        "batch_id",
+        "raw",
+    ]
+    assert columns["traceroute_results"] == ["id", "ping_result_id", "method", "completed", "error"]
+    assert columns["traceroute_hops"] == ["id", "traceroute_id", "ttl", "ip", "rtt", "timeout"]
+    indexes = {
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'idx_%'"
+        )
+    }
+    assert indexes == {
+        "idx_ping_results_ip",
+        "idx_ping_results_timestamp",
+        "idx_traceroute_results_ping_result_id",
+        "idx_traceroute_hops_traceroute_id",
+        "idx_traceroute_hops_ip",
+    }
+    assert migrate(conn) == SCHEMA_VERSION  # idempotent
+    conn.close()
+
+
+def test_a_newer_file_is_refused(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "f.db")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaError):
+        migrate(conn)
+    conn.close()
