@@ -72,7 +72,7 @@ async def test_hops_arrive_once_across_batches(
     await post(
         running,
         traced("192.0.2.2", "10.0.0.1", "198.51.100.7", "", "203.0.113.9", timeout_ttl=3),
-        traced("192.0.2.3", "127.0.0.1", "fe80::1", "224.0.0.5", "not-an-ip", "10.0.0.1"),
+        traced("192.0.2.3", "127.0.0.1", "fe80::1", "224.0.0.5", "not-an-ip", "\x00", "10.0.0.1"),
     )
     await input_service.wait_for_hops(4)
     await eventually(lambda: metric(running, "hops_sent_total") == 4, "4 hops sent")

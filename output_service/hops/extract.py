@@ -42,7 +42,7 @@ def hop_address(text: str | None, exclude_private: bool = False) -> str | None:
         return None
     try:
         return _ipv4(socket.inet_pton(socket.AF_INET, text), exclude_private)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: NUL or an unencodable character
         pass
     try:
         address = ipaddress.ip_address(text)
