@@ -35,6 +35,8 @@ PRIVATE += [ipaddress.ip_network("fc00::/7")]
         (None, None, None),
         ("not-an-ip", None, None),
         ("1.2.3", None, None),
+        ("1.2.3.04", None, None),
+        ("1.2.3.4 ", None, None),
         ("256.1.1.1", None, None),
         ("0.0.0.0", None, None),
         ("::", None, None),
@@ -87,7 +89,7 @@ def test_hop_address_agrees_with_ipaddress(
 @given(st.text(max_size=64))
 def test_any_text_is_skipped_or_normalised(text: str) -> None:
     got = hop_address(text)
-    assert got is None or got == hop_address(got)
+    assert got is None or got == str(ipaddress.ip_address(got)) == hop_address(got)
 
 
 def test_batch_hops_skips_timeouts_and_keeps_first_appearance_order() -> None:

@@ -20,7 +20,8 @@ from output_service.models import Batch
 _PRIVATE_V6 = ipaddress.IPv6Network("fc00::/7")
 
 
-def _ipv4(packed: bytes, exclude_private: bool) -> str | None:
+def _ipv4(packed: bytes, exclude_private: bool, text: str | None = None) -> str | None:
+    """`text`, when given, is already the dotted-quad form of `packed`."""
     first, second = packed[0], packed[1]
     if (
         packed == b"\0\0\0\0"  # unspecified
@@ -33,7 +34,7 @@ def _ipv4(packed: bytes, exclude_private: bool) -> str | None:
         first == 10 or (first == 172 and 16 <= second < 32) or (first == 192 and second == 168)
     ):
         return None
-    return socket.inet_ntoa(packed)
+    return text if text is not None else socket.inet_ntoa(packed)
 
 
 def hop_address(text: str | None, exclude_private: bool = False) -> str | None:
@@ -41,7 +42,9 @@ def hop_address(text: str | None, exclude_private: bool = False) -> str | None:
     if not text:
         return None
     try:
-        return _ipv4(socket.inet_pton(socket.AF_INET, text), exclude_private)
+        # glibc's inet_pton takes exactly four decimal parts without leading zeros,
+        # which is the normal form: no need to print the address again.
+        return _ipv4(socket.inet_pton(socket.AF_INET, text), exclude_private, text)
     except (OSError, ValueError):  # ValueError: NUL or an unencodable character
         pass
     try:
@@ -65,6 +68,8 @@ def hop_address(text: str | None, exclude_private: bool = False) -> str | None:
 
 def batch_hops(batches: Iterable[Batch], exclude_private: bool = False) -> list[str]:
     """Distinct sendable hop addresses of the batches, in order of first appearance."""
+    # Traceroutes of one node share most of their hops: parse each text once.
+    done: set[str] = set()
     found: dict[str, None] = {}
     for batch in batches:
         for result in batch.results:
@@ -72,9 +77,11 @@ def batch_hops(batches: Iterable[Batch], exclude_private: bool = False) -> list[
             if trace is None or not trace.hops:
                 continue
             for hop in trace.hops:
-                if hop.timeout or not hop.ip:
+                text = hop.ip
+                if hop.timeout or not text or text in done:
                     continue
-                address = hop_address(hop.ip, exclude_private)
+                done.add(text)
+                address = hop_address(text, exclude_private)
                 if address is not None:
                     found[address] = None
     return list(found)

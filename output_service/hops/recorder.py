@@ -112,27 +112,26 @@ class HopRecorder:
         if not hops:
             return
         now = self._clock()
-        fresh: dict[str, float] = {}  # known and queued within the window
-        unknown: list[str] = []
+        since = now - self._resend_after  # queued after this: still within the window
+        cached = self.cache.get
+        unknown: list[str] = []  # not in the cache, or in it but due again
         for ip in hops:
-            queued_at = self.cache.get(ip)
-            if queued_at is None:
+            queued_at = cached(ip)
+            if queued_at is None or queued_at <= since:
                 unknown.append(ip)
-            elif now - queued_at < self._resend_after:
-                fresh[ip] = queued_at
+        known = 0
         if unknown:
-            for ip, queued_at in self._state.seen_at(unknown).items():
-                if now - queued_at < self._resend_after:
-                    fresh[ip] = queued_at
-        new = [ip for ip in hops if ip not in fresh]
-        if new:
-            with self._counts.lock:
-                depth = self._counts.depth
-            added, dropped = self._state.queue(new, now, self._outbox_max, depth)
-            self._queued(new, added, dropped, now)
-        for ip, queued_at in fresh.items():
-            self.cache.put(ip, queued_at)
-        self._metrics.hops_deduplicated.inc(len(fresh))
+            recent = {ip: at for ip, at in self._state.seen_at(unknown).items() if at > since}
+            for ip, queued_at in recent.items():
+                self.cache.put(ip, queued_at)
+            known = len(recent)
+            new = [ip for ip in unknown if ip not in recent]
+            if new:
+                with self._counts.lock:
+                    depth = self._counts.depth
+                added, dropped = self._state.queue(new, now, self._outbox_max, depth)
+                self._queued(new, added, dropped, now)
+        self._metrics.hops_deduplicated.inc(len(hops) - len(unknown) + known)
 
     def _queued(self, new: list[str], added: int, dropped: list[str], now: float) -> None:
         """Bring memory in line with what state.db has just committed."""

@@ -117,7 +117,15 @@ class HopSender:
     async def _run(self) -> None:
         # After `stop()` the loop drains once more (the final flush) and returns.
         while True:
-            await self._drain()
+            try:
+                await self._drain()
+            except Exception as exc:  # state.db trouble (disk, lock): keep the loop alive
+                self._failures += 1
+                self._failure_log.warning(
+                    "hop sender cannot use state.db; will retry",
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                await self._wait(self._stopping, self._retry_delay(Attempt("state_error")))
             if self._stopping.is_set():
                 return
             self._wake.clear()

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from output_service.storage.schema import SchemaError
+
 STATE_FILE = "state.db"
 SCHEMA_VERSION = 1
 
@@ -44,10 +46,11 @@ _UPSERT_SEEN = (
     "INSERT INTO seen (ip, queued_at) VALUES (?, ?)"
     " ON CONFLICT (ip) DO UPDATE SET queued_at = excluded.queued_at"
 )
+_LOOKUP_CHUNK = 500  # addresses per lookup query (SQLite allows 32766 parameters)
 _ADD = "UPDATE counters SET value = value + ? WHERE name = ?"
 
 
-class StateSchemaError(Exception):
+class StateSchemaError(SchemaError):
     """state.db was written by a newer version of the service."""
 
 
@@ -75,6 +78,7 @@ class StateDB:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the seen-set's hot pages
             _migrate(conn)
         except BaseException:
             conn.close()
@@ -89,11 +93,12 @@ class StateDB:
     def seen_at(self, ips: Iterable[str]) -> dict[str, float]:
         """When each of `ips` that is in the seen-set was last queued."""
         found: dict[str, float] = {}
-        cur = self._conn.cursor()
-        for ip in ips:
-            row = cur.execute("SELECT queued_at FROM seen WHERE ip = ?", (ip,)).fetchone()
-            if row is not None:
-                found[ip] = float(row[0])
+        wanted = list(ips)
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT ip, queued_at FROM seen WHERE ip IN ({marks})"
+            found.update((str(ip), float(at)) for ip, at in self._conn.execute(sql, chunk))
         return found
 
     def queue(self, ips: Sequence[str], now: float, cap: int, depth: int) -> tuple[int, list[str]]:
