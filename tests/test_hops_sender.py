@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from structlog.testing import capture_logs
 
 from output_service.hops.recorder import HopCounts
 from output_service.hops.sender import HopSender, SenderSettings, _retry_after
@@ -119,3 +120,19 @@ def test_retry_after_forms() -> None:
     assert _retry_after("99999999", NOW) == 3600.0
     assert _retry_after("soon", NOW) is None
     assert _retry_after(None, NOW) is None
+
+
+async def test_a_state_db_error_does_not_end_the_sender(
+    state: StateDB, input_service: InputService
+) -> None:
+    sender = sender_for(state, input_service.url, base=0.001, cap=0.01)
+    state.close()  # every read of the outbox now fails
+    with capture_logs() as logs:
+        sender.start()
+        await eventually(
+            lambda: sum(e["event"].startswith("hop sender cannot use state.db") for e in logs) >= 1,
+            "the error to be logged",
+        )
+        assert sender.running
+        await asyncio.wait_for(sender.stop(0.1), 10)
+    assert input_service.requests == []

@@ -95,6 +95,10 @@ class HopSender:
         )
         self._task = asyncio.get_running_loop().create_task(self._run(), name="hop-sender")
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     def wake(self) -> None:
         """A full batch is waiting: send it now rather than at the next flush."""
         self._wake.set()

@@ -10,7 +10,8 @@ transaction here is short so neither waits long on the other.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,7 @@ class StateDB:
         and forget them from the seen-set (so a later traceroute queues them again).
         Returns (rows added, addresses dropped)."""
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             conn.executemany(_UPSERT_SEEN, [(ip, now) for ip in ips])
             before = conn.total_changes
             conn.executemany(
@@ -130,11 +130,6 @@ class StateDB:
                 conn.executemany("DELETE FROM seen WHERE ip = ?", [(ip,) for ip in dropped])
                 conn.execute(_ADD, (len(dropped), "dropped"))
             conn.execute(_ADD, (len(ips), "discovered"))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return added, dropped
 
     # -- the sender's side ------------------------------------------------
@@ -169,19 +164,13 @@ class StateDB:
         copy: tuple[str, list[tuple[object, ...]]] | None,
     ) -> int:
         conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(conn):
             if copy is not None:
                 conn.executemany(*copy)
             before = conn.total_changes
             conn.executemany("DELETE FROM outbox WHERE id = ?", [(h.id,) for h in hops])
             removed = conn.total_changes - before
             conn.execute(_ADD, (removed, counter))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return removed
 
     # -- both ---------------------------------------------------------------
@@ -202,13 +191,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(conn):
         for statement in (s.strip() for s in _V1.split(";")):
             if statement:
                 conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the connection is in
+    autocommit mode, so nothing else opens transactions behind our back)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
