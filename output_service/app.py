@@ -31,6 +31,7 @@ def create_results_app(services: Services) -> web.Application:
     """The results port: POST /results (and, later, the admin endpoints)."""
     app = _base_app(services)
     app.cleanup_ctx.append(_storage_lifecycle)
+    app.cleanup_ctx.append(_hop_sender_lifecycle)
     app.router.add_post("/results", ingest.post_results)
     return app
 
@@ -47,7 +48,27 @@ def create_health_app(services: Services) -> web.Application:
 
 
 async def _storage_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    storage = app[SERVICES].storage
-    await storage.open()
+    # state.db opens before and closes after storage: the writer's before-commit
+    # hook writes the hop outbox until the writer has committed its last group.
+    services = app[SERVICES]
+    hops = services.hops
+    if hops is not None:
+        await hops.open()
+    try:
+        await services.storage.open()
+        yield
+        await services.storage.close()
+    finally:
+        if hops is not None:
+            await hops.close()
+
+
+async def _hop_sender_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    # Cleanup runs in reverse: the sender stops (after a short final flush)
+    # before storage closes.
+    hops = app[SERVICES].hops
+    if hops is not None:
+        await hops.start_sender()
     yield
-    await storage.close()
+    if hops is not None:
+        await hops.stop_sender()

@@ -74,6 +74,35 @@ class Config:
     cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
     wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints", minimum=0)
     shutdown_grace_s: float = _setting(8.0, "seconds to drain on SIGTERM before closing", minimum=0)
+    # issue 4: the hop feedback loop (all inert when input_url is "")
+    hops_exclude_private: bool = _setting(
+        False, "do not send private hops (10/8, 172.16/12, 192.168/16, fc00::/7)"
+    )
+    hop_resend_after_hours: float = _setting(
+        168.0, "queue a hop again when it is seen this many hours after it was queued", minimum=0
+    )
+    hops_batch_size: int = _setting(500, "most hops in one POST to the input service", minimum=1)
+    hops_flush_interval_s: float = _setting(
+        1.0, "send waiting hops at least this often (a full batch goes at once)", minimum=0.001
+    )
+    hops_cache_size: int = _setting(
+        100_000,
+        "most seen hops remembered in memory (the rest are looked up in state.db)",
+        minimum=1,
+    )
+    hops_outbox_max: int = _setting(
+        1_000_000, "most hops waiting in the outbox; past it the oldest are dropped", minimum=1
+    )
+    hops_backoff_base_s: float = _setting(
+        1.0, "first retry delay after a failed send (doubles per failure, full jitter)", minimum=0
+    )
+    hops_backoff_max_s: float = _setting(60.0, "longest retry delay after a failed send", minimum=0)
+    hops_send_timeout_s: float = _setting(
+        10.0, "timeout of one POST to the input service", minimum=0.001
+    )
+    hops_final_flush_s: float = _setting(
+        2.0, "on shutdown, try this long to send what is waiting", minimum=0
+    )
 
     def validate(self) -> Config:
         """Check cross-field rules the per-field minimums cannot express."""
@@ -89,6 +118,8 @@ class Config:
             raise ConfigError("health_port", "must differ from port")
         if self.synchronous not in SYNCHRONOUS_MODES:
             raise ConfigError("synchronous", f"must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        if self.hops_backoff_max_s < self.hops_backoff_base_s:
+            raise ConfigError("hops_backoff_max_s", "must be >= hops_backoff_base_s")
         if self.input_url and not self.input_url.startswith(("http://", "https://")):
             raise ConfigError(
                 "input_url", f"must be an http(s) URL or empty, got {self.input_url!r}"

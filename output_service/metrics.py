@@ -73,6 +73,44 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
+        # issue 4: the hop feedback loop
+        self.hops_discovered = Counter(
+            f"{PREFIX}_hops_discovered",
+            "Hops queued for the input service (new, or again after hop_resend_after_hours).",
+            registry=r,
+        )
+        self.hops_deduplicated = Counter(
+            f"{PREFIX}_hops_deduplicated",
+            "Stored hops not queued because they were queued within the resend window.",
+            registry=r,
+        )
+        self.hops_sent = Counter(
+            f"{PREFIX}_hops_sent", "Hops the input service acknowledged with a 2xx.", registry=r
+        )
+        self.hops_dropped = Counter(
+            f"{PREFIX}_hops_dropped",
+            "Oldest waiting hops dropped because the outbox reached hops_outbox_max.",
+            registry=r,
+        )
+        self.hops_dead_lettered = Counter(
+            f"{PREFIX}_hops_dead_lettered",
+            "Hops the input service refused with a 4xx other than 429 (kept in dead_letters).",
+            registry=r,
+        )
+        self.hop_send_attempts = Counter(
+            f"{PREFIX}_hop_send_attempts",
+            "POSTs of hop batches to the input service by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.hops_outbox_depth = Gauge(
+            f"{PREFIX}_hops_outbox_depth", "Hops waiting in the outbox.", registry=r
+        )
+        self.hops_oldest_waiting_age = Gauge(
+            f"{PREFIX}_hops_oldest_waiting_age_seconds",
+            "Age of the oldest hop waiting in the outbox (0 when empty).",
+            registry=r,
+        )
 
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_duration.observe(seconds)

@@ -38,7 +38,7 @@ async def health(request: web.Request) -> web.Response:
             "version": __version__,
             "uptime": go_duration(uptime),
             "uptime_seconds": round(uptime, 3),
-            "stats": storage.stats() if ready else None,
+            "stats": services.stats() if ready else None,
         },
         status=200 if ready else 503,
     )
@@ -56,10 +56,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    storage = request.app[SERVICES].storage
-    if not await storage.ready():
+    services = request.app[SERVICES]
+    if not await services.storage.ready():
         return json_error(503, "database is not answering", headers={"Retry-After": "5"})
-    return web.json_response(storage.stats())
+    return web.json_response(services.stats())
 
 
 async def recent(request: web.Request) -> web.Response:

@@ -1,0 +1,212 @@
+"""The hop state database (`state.db` in db_dir): seen-set, outbox, dead letters.
+
+Never rotated, so what was queued or sent survives rotation and restarts.
+Synchronous on purpose: the writer thread uses one connection (inside the
+results group, before the results commit) and the sender another, from a worker
+thread; WAL lets the sender read and delete while the writer inserts, and every
+transaction here is short so neither waits long on the other.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from output_service.storage.schema import SchemaError
+
+STATE_FILE = "state.db"
+SCHEMA_VERSION = 1
+
+# AUTOINCREMENT: ids are never reused, so "smallest id" is "oldest" even after
+# the outbox was emptied, and a row the sender read is never confused with a
+# newer row that took its id.
+_V1 = """
+CREATE TABLE seen (ip TEXT PRIMARY KEY, queued_at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ip TEXT NOT NULL UNIQUE,
+    queued_at REAL NOT NULL
+);
+CREATE TABLE dead_letters (
+    id INTEGER PRIMARY KEY,
+    ip TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    failed_at REAL NOT NULL,
+    status INTEGER NOT NULL,
+    response TEXT
+);
+CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO counters (name, value) VALUES ('discovered', 0), ('sent', 0), ('dropped', 0),
+    ('dead_lettered', 0)
+"""
+
+_UPSERT_SEEN = (
+    "INSERT INTO seen (ip, queued_at) VALUES (?, ?)"
+    " ON CONFLICT (ip) DO UPDATE SET queued_at = excluded.queued_at"
+)
+_LOOKUP_CHUNK = 500  # addresses per lookup query (SQLite allows 32766 parameters)
+_ADD = "UPDATE counters SET value = value + ? WHERE name = ?"
+
+
+class StateSchemaError(SchemaError):
+    """state.db was written by a newer version of the service."""
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """One hop in the outbox."""
+
+    id: int
+    ip: str
+    queued_at: float
+
+
+class StateDB:
+    """One connection to state.db; each instance is used by one thread at a time."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self._conn = conn
+
+    @classmethod
+    def open(cls, path: Path, *, synchronous: str) -> StateDB:
+        """Open (creating or migrating) state.db."""
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={synchronous}")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the seen-set's hot pages
+            _migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(path, conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- the writer's side ------------------------------------------------
+
+    def seen_at(self, ips: Iterable[str]) -> dict[str, float]:
+        """When each of `ips` that is in the seen-set was last queued."""
+        found: dict[str, float] = {}
+        wanted = list(ips)
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT ip, queued_at FROM seen WHERE ip IN ({marks})"
+            found.update((str(ip), float(at)) for ip, at in self._conn.execute(sql, chunk))
+        return found
+
+    def queue(self, ips: Sequence[str], now: float, cap: int, depth: int) -> tuple[int, list[str]]:
+        """Mark `ips` seen and add them to the outbox in one transaction; then, if the
+        outbox (`depth` rows before this call) holds more than `cap`, drop the oldest
+        and forget them from the seen-set (so a later traceroute queues them again).
+        Returns (rows added, addresses dropped)."""
+        conn = self._conn
+        with _transaction(conn):
+            conn.executemany(_UPSERT_SEEN, [(ip, now) for ip in ips])
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO outbox (ip, queued_at) VALUES (?, ?)",
+                [(ip, now) for ip in ips],
+            )
+            added = conn.total_changes - before
+            dropped: list[str] = []
+            excess = depth + added - cap
+            if excess > 0:
+                dropped = [
+                    r[0]
+                    for r in conn.execute(
+                        "DELETE FROM outbox WHERE id IN"
+                        " (SELECT id FROM outbox ORDER BY id LIMIT ?) RETURNING ip",
+                        (excess,),
+                    )
+                ]
+                conn.executemany("DELETE FROM seen WHERE ip = ?", [(ip,) for ip in dropped])
+                conn.execute(_ADD, (len(dropped), "dropped"))
+            conn.execute(_ADD, (len(ips), "discovered"))
+        return added, dropped
+
+    # -- the sender's side ------------------------------------------------
+
+    def oldest(self, limit: int) -> list[Waiting]:
+        rows = self._conn.execute(
+            "SELECT id, ip, queued_at FROM outbox ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+        return [Waiting(int(i), str(ip), float(at)) for i, ip, at in rows]
+
+    def mark_sent(self, hops: Sequence[Waiting]) -> int:
+        """Remove delivered hops from the outbox; returns how many were still there."""
+        return self._remove(hops, "sent", None)
+
+    def dead_letter(self, hops: Sequence[Waiting], status: int, response: str, now: float) -> int:
+        """Move refused hops from the outbox to dead_letters, with the refusal."""
+        rows: list[tuple[object, ...]] = [(status, response, now, h.id) for h in hops]
+        return self._remove(
+            hops,
+            "dead_lettered",
+            (
+                "INSERT INTO dead_letters (ip, queued_at, failed_at, status, response)"
+                " SELECT ip, queued_at, ?3, ?1, ?2 FROM outbox WHERE id = ?4",
+                rows,
+            ),
+        )
+
+    def _remove(
+        self,
+        hops: Sequence[Waiting],
+        counter: str,
+        copy: tuple[str, list[tuple[object, ...]]] | None,
+    ) -> int:
+        conn = self._conn
+        with _transaction(conn):
+            if copy is not None:
+                conn.executemany(*copy)
+            before = conn.total_changes
+            conn.executemany("DELETE FROM outbox WHERE id = ?", [(h.id,) for h in hops])
+            removed = conn.total_changes - before
+            conn.execute(_ADD, (removed, counter))
+        return removed
+
+    # -- both ---------------------------------------------------------------
+
+    def depth(self) -> int:
+        return int(self._conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def counters(self) -> dict[str, int]:
+        return {str(n): int(v) for n, v in self._conn.execute("SELECT name, value FROM counters")}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Create the schema on a new file; refuse a file from a newer version."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StateSchemaError(
+            f"state.db schema version {version} is newer than this service ({SCHEMA_VERSION})"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    with _transaction(conn):
+        for statement in (s.strip() for s in _V1.split(";")):
+            if statement:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+@contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the connection is in
+    autocommit mode, so nothing else opens transactions behind our back)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
