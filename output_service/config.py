@@ -30,8 +30,20 @@ class ConfigError(Exception):
         self.setting = setting
 
 
-def _setting(default: Any, help: str, *, minimum: float | None = None, short: str = "") -> Any:
-    return field(default=default, metadata={"help": help, "minimum": minimum, "short": short})
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    short: str = "",
+    secret: bool = False,
+) -> Any:
+    # A secret (a token) is left out of repr(), so logging a Config never shows it.
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"help": help, "minimum": minimum, "short": short},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +86,21 @@ class Config:
     cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
     wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints", minimum=0)
     shutdown_grace_s: float = _setting(8.0, "seconds to drain on SIGTERM before closing", minimum=0)
+    # issue 5: hardening (auth, limits)
+    admin_token: str = _setting(
+        "",
+        "comma-separated tokens for /rotate /dump /files; empty: loopback clients only",
+        secret=True,
+    )
+    ingest_token: str = _setting(
+        "", "comma-separated tokens for POST /results; empty: ingest is open", secret=True
+    )
+    read_timeout_s: float = _setting(
+        30.0, "a request body must arrive within this many seconds (else 408)", minimum=0.001
+    )
+    keepalive_timeout_s: float = _setting(
+        75.0, "close connections idle (or sending headers) for this many seconds", minimum=0.001
+    )
 
     def validate(self) -> Config:
         """Check cross-field rules the per-field minimums cannot express."""
