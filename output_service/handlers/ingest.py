@@ -63,6 +63,14 @@ def _reject(request: web.Request, status: int, reason: str, message: str) -> web
     return json_error(status, message, limit=reason)
 
 
+def _limit_broken(exc: BatchValidationError) -> str | None:
+    """Which length limit an invalid batch broke, if any (msgspec names it "length <=")."""
+    for error in exc.errors:
+        if "of length <=" in error.reason:
+            return "too_many_hops" if error.field.endswith("hops") else "string_too_long"
+    return None
+
+
 def _accepts_content_type(request: web.Request) -> bool:
     """JSON, or no Content-Type at all (aiohttp reports that as octet-stream)."""
     ctype = request.content_type
@@ -107,8 +115,12 @@ async def post_results(request: web.Request) -> web.Response:
         status = 413 if exc.reason == "too_many_results" else 400
         return _reject(request, status, exc.reason, exc.errors[0].reason)
     except BatchValidationError as exc:
+        errors = [e.to_json() for e in exc.errors]
+        reason = _limit_broken(exc)
+        if reason is not None:
+            metrics.rejected_requests.labels(reason=reason).inc()
         metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, "invalid batch", errors=[e.to_json() for e in exc.errors])
+        return json_error(400, "invalid batch", errors=errors)
     try:
         result = await services.storage.submit(
             batch,
