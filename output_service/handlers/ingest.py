@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 
 from aiohttp import web
-from aiohttp.http_exceptions import ContentEncodingError
 
 from output_service.handlers.common import SERVICES, json_error
 from output_service.handlers.middleware import COUNT
@@ -100,9 +99,9 @@ async def post_results(request: web.Request) -> web.Response:
         )
         response.force_close()
         return response
-    except ContentEncodingError:
+    except web.RequestPayloadError:  # e.g. a body that does not inflate
         metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, "body does not decode as its Content-Encoding says")
+        return json_error(400, "body could not be read (does it match its Content-Encoding?)")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         metrics.batches.labels(outcome="invalid").inc()
