@@ -61,7 +61,12 @@ class ServiceProcess:
         return [line for line in list(self.lines) if line.get("event") == name]
 
 
-def start_service(db_dir: Path, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
+def start_service(
+    db_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> ServiceProcess:
     """Start the service on free loopback ports; return once it listens."""
     stderr_path = db_dir.parent / f"stderr-{os.urandom(4).hex()}.txt"
     cmd = [
@@ -82,6 +87,7 @@ def start_service(db_dir: Path, *args: str, env: dict[str, str] | None = None) -
             stderr=err,
             text=True,
             env={**os.environ, **(env or {})},
+            preexec_fn=preexec_fn,
         )
     service = ServiceProcess(proc, stderr_path=stderr_path)
     listening = threading.Event()

@@ -202,7 +202,12 @@ class Storage:
 
     def _write_failed(self, error: StorageError) -> None:
         self._metrics.storage_errors.labels(kind=error.kind).inc()
-        log.error("write failed, nothing of the group stored", kind=error.kind, error=str(error))
+        if error.kind == "file_removed":
+            log.error("results file was deleted underneath; restored it with every commit")
+        else:
+            log.error(
+                "write failed, nothing of the group stored", kind=error.kind, error=str(error)
+            )
 
     # -- reads ---------------------------------------------------------------
 

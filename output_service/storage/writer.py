@@ -100,6 +100,7 @@ class Writer:
         # The error of the last failed transaction, until one commits again (/ready).
         self.failing: StorageError | None = None
         self._on_error = on_error
+        self._restored = False  # set on the writer thread, reported on the loop
         self._max_group = max_group_results
         self._max_delay = max_delay_s
         self._queue_max = queue_max_results
@@ -213,6 +214,9 @@ class Writer:
                     p.future.add_done_callback(_consume_exception)
             return
         self.failing = None
+        if self._restored and self._on_error is not None:
+            self._restored = False
+            self._on_error(StorageError("results file was deleted; restored it", "file_removed"))
         if self._on_group is not None:
             self._on_group(loop.time() - started, len(group))
         self._on_commit([(p.meta, o) for p, o in zip(group, outcomes, strict=True)])
@@ -222,6 +226,8 @@ class Writer:
 
     def _write(self, items: Sequence[tuple[Batch, BatchMeta]]) -> list[BatchOutcome]:
         """One group, on the writer thread."""
+        if self.file.restore_if_removed():
+            self._restored = True
         if self._before_commit is not None:
             self._before_commit(items)
         return self.file.write_group(items)
