@@ -18,6 +18,8 @@ from output_service.storage import (
 )
 
 JSON_TYPES = frozenset(("application/json", "text/json", "application/octet-stream"))
+# What aiohttp inflates for us; anything else would be read as if it were plain JSON.
+CONTENT_ENCODINGS = frozenset(("gzip", "x-gzip", "deflate", "identity"))
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -86,6 +88,10 @@ async def post_results(request: web.Request) -> web.Response:
     if not _accepts_content_type(request):
         metrics.batches.labels(outcome="unsupported_media_type").inc()
         return json_error(415, f"Content-Type must be application/json, got {request.content_type}")
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in CONTENT_ENCODINGS:
+        metrics.batches.labels(outcome="unsupported_media_type").inc()
+        return json_error(415, "Content-Encoding must be gzip, deflate or identity")
     config = services.config
     limit = int(config.max_body_mb * 1024 * 1024)
     try:
