@@ -199,3 +199,16 @@ def test_slow_headers_are_cut_off(tmp_path: Any) -> None:
             assert sock.recv(1024) == b""  # closed by the server, not by our timeout
     finally:
         assert service.terminate() == 0
+
+
+@pytest.mark.parametrize("encoding", ["x-unknown", "gzip, gzip", "compress"])
+async def test_unsupported_content_encoding_is_415(
+    start_service: StartService, encoding: str
+) -> None:
+    running = await start_service()
+    resp = await running.results.post(
+        "/results",
+        data=json.dumps([make_result()]).encode(),
+        headers={"Content-Type": "application/json", "Content-Encoding": encoding},
+    )
+    await assert_refused(running, resp, 415)
