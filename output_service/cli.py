@@ -18,6 +18,7 @@ from aiohttp import web
 from output_service import __version__
 from output_service.app import create_health_app, create_results_app
 from output_service.config import Config, ConfigError, load_config
+from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging
 from output_service.services import Services
 from output_service.storage.schema import SchemaError
@@ -44,11 +45,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(config: Config) -> None:
     """Run both ports until SIGTERM or SIGINT, then drain and close."""
     services = Services.build(config)
+    # keepalive_timeout also bounds a client that is slow to send its headers:
+    # aiohttp arms it when the connection opens (bodies: read_timeout_s in ingest).
     results_runner = web.AppRunner(
-        create_results_app(services), access_log=None, shutdown_timeout=config.shutdown_grace_s
+        create_results_app(services),
+        access_log=None,
+        shutdown_timeout=config.shutdown_grace_s,
+        keepalive_timeout=config.keepalive_timeout_s,
     )
     health_runner = web.AppRunner(
-        create_health_app(services), access_log=None, shutdown_timeout=1.0
+        create_health_app(services),
+        access_log=None,
+        shutdown_timeout=1.0,
+        keepalive_timeout=config.keepalive_timeout_s,
     )
     try:
         await results_runner.setup()
@@ -69,6 +78,7 @@ async def serve(config: Config) -> None:
             db_dir=str(config.db_dir),
             current_db_file=services.storage.current_file.name,
         )
+        log_auth_mode(config)
         await _until_signalled()
         log.info("shutting down", grace_s=config.shutdown_grace_s)
     finally:

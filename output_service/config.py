@@ -30,8 +30,20 @@ class ConfigError(Exception):
         self.setting = setting
 
 
-def _setting(default: Any, help: str, *, minimum: float | None = None, short: str = "") -> Any:
-    return field(default=default, metadata={"help": help, "minimum": minimum, "short": short})
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    minimum: float | None = None,
+    short: str = "",
+    secret: bool = False,
+) -> Any:
+    # A secret (a token) is left out of repr(), so logging a Config never shows it.
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"help": help, "minimum": minimum, "short": short},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,21 @@ class Config:
     )
     hops_final_flush_s: float = _setting(
         2.0, "on shutdown, try this long to send what is waiting", minimum=0
+    )
+    # issue 5: hardening (auth, limits)
+    admin_token: str = _setting(
+        "",
+        "comma-separated tokens for /rotate /dump /files; empty: loopback clients only",
+        secret=True,
+    )
+    ingest_token: str = _setting(
+        "", "comma-separated tokens for POST /results; empty: ingest is open", secret=True
+    )
+    read_timeout_s: float = _setting(
+        30.0, "a request body must arrive within this many seconds (else 408)", minimum=0.001
+    )
+    keepalive_timeout_s: float = _setting(
+        75.0, "close connections idle (or sending headers) for this many seconds", minimum=0.001
     )
 
     def validate(self) -> Config:

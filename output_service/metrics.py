@@ -111,6 +111,25 @@ class Metrics:
             "Age of the oldest hop waiting in the outbox (0 when empty).",
             registry=r,
         )
+        # issue 5: hardening
+        self.auth_refusals = Counter(
+            f"{PREFIX}_auth_refusals",
+            "Requests refused by authentication (scope: ingest or admin).",
+            ["scope", "reason"],
+            registry=r,
+        )
+        self.rejected_requests = Counter(
+            f"{PREFIX}_rejected_requests",
+            "Requests refused for exceeding a limit, by limit.",
+            ["reason"],
+            registry=r,
+        )
+        self.storage_errors = Counter(
+            f"{PREFIX}_storage_errors",
+            "Failed write transactions by kind (disk_full, io).",
+            ["kind"],
+            registry=r,
+        )
 
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_duration.observe(seconds)

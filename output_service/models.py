@@ -27,6 +27,7 @@ from msgspec import Meta
 
 MAX_HOPS = 255
 MAX_REPORTED_ERRORS = 100
+MAX_DEPTH = 32  # JSON nesting: a result needs 4 levels; unknown fields get some room
 
 _NonNegInt = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 _Text = Annotated[str, Meta(max_length=4096)]
@@ -109,6 +110,14 @@ class BatchValidationError(Exception):
         self.errors = errors
 
 
+class BatchLimitError(BatchValidationError):
+    """The batch breaks a size limit (`reason` names it, for the metric)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__([FieldError(None, "", message)])
+        self.reason = reason
+
+
 @dataclass(slots=True)
 class Batch:
     """A validated batch. `raw` maps item index to the item's original JSON, for
@@ -142,14 +151,14 @@ def normalize_timestamp(text: str) -> str:
 
 
 def normalize_ip(text: str) -> str:
-    """Validate an IPv4/IPv6 address and return its canonical form (Python's, which
-    compresses IPv6). Dotted-quad IPv4, the common case, is checked in C."""
-    if ":" not in text:
-        try:
-            socket.inet_pton(socket.AF_INET, text)  # refuses leading zeros and short forms
-            return text
-        except (OSError, ValueError):
-            pass
+    """Validate an IPv4/IPv6 address and return its canonical (compressed) form."""
+    try:
+        if ":" in text:
+            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
+        socket.inet_pton(socket.AF_INET, text)
+        return text
+    except (OSError, ValueError):
+        pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -188,16 +197,32 @@ def decode_batch(body: bytes, max_results: int) -> Batch:
 
 def _check_count(count: int, max_results: int) -> None:
     if count > max_results:
-        raise BatchValidationError(
-            [FieldError(None, "", f"batch has {count} results, at most {max_results} allowed")]
+        raise BatchLimitError(
+            "too_many_results", f"batch has {count} results, at most {max_results} allowed"
         )
+
+
+def _check_depth(data: Any) -> None:
+    """Refuse JSON nested deeper than MAX_DEPTH (iteratively: depth is what is attacked)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise BatchLimitError("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
 
 
 def _decode_slow(body: bytes, max_results: int) -> Batch:
     try:
         data = _any_decoder.decode(body)
-    except msgspec.DecodeError as exc:  # the typed decoder may stop before seeing bad syntax
+    except RecursionError:  # msgspec gives up on very deep nesting before we can count
+        raise BatchLimitError("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except msgspec.DecodeError as exc:  # the fast path stopped at a type error before this
         raise BatchValidationError([FieldError(None, "", f"malformed JSON: {exc}")]) from None
+    _check_depth(data)
     if isinstance(data, dict):
         items: list[Any] = [data]
     elif isinstance(data, list):

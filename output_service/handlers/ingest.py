@@ -9,7 +9,7 @@ from aiohttp import web
 
 from output_service.handlers.common import SERVICES, json_error
 from output_service.handlers.middleware import COUNT
-from output_service.models import BatchValidationError, decode_batch
+from output_service.models import BatchLimitError, BatchValidationError, decode_batch
 from output_service.storage import (
     IdempotencyConflictError,
     QueueFullError,
@@ -18,28 +18,58 @@ from output_service.storage import (
 )
 
 JSON_TYPES = frozenset(("application/json", "text/json", "application/octet-stream"))
+# What aiohttp inflates for us; anything else would be read as if it were plain JSON.
+CONTENT_ENCODINGS = frozenset(("gzip", "x-gzip", "deflate", "identity"))
 MAX_IDEMPOTENCY_KEY = 255
 
 
 class BodyTooLargeError(Exception):
-    pass
+    """`reason` is "body_too_large" (as sent) or "inflated_too_large" (after gzip)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, decompressed (aiohttp inflates gzip/deflate as it reads),
-    refused as soon as it grows past `limit` so a large or inflating body is never
-    held whole."""
+    """The request body, decompressed, refused as soon as it grows past `limit`.
+
+    aiohttp inflates gzip/deflate as it reads, at most a chunk (256 KiB) per read
+    and only as fast as we consume it, so a gzip bomb is stopped one chunk past
+    the limit instead of being inflated whole. The limit applies to the bytes as
+    sent too (Content-Length, or the running count on a chunked body).
+    """
     declared = request.content_length
-    if declared is not None and declared > limit and "Content-Encoding" not in request.headers:
-        raise BodyTooLargeError
+    if declared is not None and declared > limit:
+        raise BodyTooLargeError("body_too_large")
+    stream = request.content
     chunks: list[bytes] = []
     size = 0
-    while chunk := await request.content.readany():
+    while chunk := await stream.readany():
         size += len(chunk)
+        if (getattr(stream, "total_compressed_bytes", None) or 0) > limit:
+            raise BodyTooLargeError("body_too_large")
         if size > limit:
-            raise BodyTooLargeError
+            compressed = "Content-Encoding" in request.headers
+            raise BodyTooLargeError("inflated_too_large" if compressed else "body_too_large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _reject(request: web.Request, status: int, reason: str, message: str) -> web.Response:
+    """A request over a limit: counted by limit, answered with a JSON error."""
+    metrics = request.app[SERVICES].metrics
+    metrics.rejected_requests.labels(reason=reason).inc()
+    metrics.batches.labels(outcome=reason).inc()
+    return json_error(status, message, limit=reason)
+
+
+def _limit_broken(exc: BatchValidationError) -> str | None:
+    """Which length limit an invalid batch broke, if any (msgspec names it "length <=")."""
+    for error in exc.errors:
+        if "of length <=" in error.reason:
+            return "too_many_hops" if error.field.endswith("hops") else "string_too_long"
+    return None
 
 
 def _accepts_content_type(request: web.Request) -> bool:
@@ -58,12 +88,26 @@ async def post_results(request: web.Request) -> web.Response:
     if not _accepts_content_type(request):
         metrics.batches.labels(outcome="unsupported_media_type").inc()
         return json_error(415, f"Content-Type must be application/json, got {request.content_type}")
-    limit = int(services.config.max_body_mb * 1024 * 1024)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in CONTENT_ENCODINGS:
+        metrics.batches.labels(outcome="unsupported_media_type").inc()
+        return json_error(415, "Content-Encoding must be gzip, deflate or identity")
+    config = services.config
+    limit = int(config.max_body_mb * 1024 * 1024)
     try:
-        body = await read_body(request, limit)
-    except BodyTooLargeError:
-        metrics.batches.labels(outcome="too_large").inc()
-        return json_error(413, f"body larger than {limit} bytes (max_body_mb)")
+        async with asyncio.timeout(config.read_timeout_s):
+            body = await read_body(request, limit)
+    except BodyTooLargeError as exc:
+        return _reject(request, 413, exc.reason, f"body larger than {limit} bytes (max_body_mb)")
+    except TimeoutError:
+        response = _reject(
+            request, 408, "read_timeout", f"body not received within {config.read_timeout_s} s"
+        )
+        response.force_close()
+        return response
+    except web.RequestPayloadError:  # e.g. a body that does not inflate
+        metrics.batches.labels(outcome="invalid").inc()
+        return json_error(400, "body could not be read (does it match its Content-Encoding?)")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         metrics.batches.labels(outcome="invalid").inc()
@@ -71,10 +115,17 @@ async def post_results(request: web.Request) -> web.Response:
             400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
         )
     try:
-        batch = decode_batch(body, services.config.max_batch_results)
+        batch = decode_batch(body, config.max_batch_results)
+    except BatchLimitError as exc:
+        status = 413 if exc.reason == "too_many_results" else 400
+        return _reject(request, status, exc.reason, exc.errors[0].reason)
     except BatchValidationError as exc:
+        errors = [e.to_json() for e in exc.errors]
+        reason = _limit_broken(exc)
+        if reason is not None:
+            metrics.rejected_requests.labels(reason=reason).inc()
         metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, "invalid batch", errors=[e.to_json() for e in exc.errors])
+        return json_error(400, "invalid batch", errors=errors)
     try:
         result = await services.storage.submit(
             batch,
@@ -91,8 +142,11 @@ async def post_results(request: web.Request) -> web.Response:
         return json_error(503, "shutting down, retry later", headers={"Retry-After": "5"})
     except StorageError as exc:
         metrics.batches.labels(outcome="storage_error").inc()
+        status = 507 if exc.kind == "disk_full" else 503
         return json_error(
-            503, f"storage error, nothing stored: {exc}", headers={"Retry-After": "5"}
+            status,
+            f"storage error, nothing stored: {exc}",
+            headers={"Retry-After": "30" if status == 507 else "5"},
         )
     except IdempotencyConflictError as exc:
         metrics.batches.labels(outcome="idempotency_conflict").inc()

@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from output_service.config import Config
 from output_service.metrics import Metrics
 from output_service.models import Batch
@@ -40,6 +42,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+log = structlog.get_logger("output_service.storage")
 
 
 class IdempotencyConflictError(Exception):
@@ -108,6 +111,7 @@ class Storage:
             on_commit=self._committed,
             on_group=self._metrics.observe_commit,
             before_commit=self._before_commit,
+            on_error=self._write_failed,
         )
         counts = await writer.run_in_thread(file.counts)
         self.total_results, self.failed_results = counts.results, counts.failed
@@ -196,6 +200,15 @@ class Storage:
         self._metrics.results_stored.inc(stored)
         self._idempotency.expire(now)
 
+    def _write_failed(self, error: StorageError) -> None:
+        self._metrics.storage_errors.labels(kind=error.kind).inc()
+        if error.kind == "file_removed":
+            log.error("results file was deleted underneath; restored it with every commit")
+        else:
+            log.error(
+                "write failed, nothing of the group stored", kind=error.kind, error=str(error)
+            )
+
     # -- reads ---------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
@@ -217,8 +230,9 @@ class Storage:
         return await reader.recent_results(self.current_file, limit, ip)
 
     async def ready(self) -> bool:
-        """The writer runs and the current file answers a query."""
-        if self._writer is None or not self._writer.alive:
+        """The writer runs, its last transaction did not fail, and the current file
+        answers a query."""
+        if self._writer is None or not self._writer.alive or self._writer.failing is not None:
             return False
         try:
             return await reader.answers(self.current_file)

@@ -9,6 +9,7 @@ per row.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,9 +70,11 @@ class FileCounts:
 class ResultsFile:
     """The write connection to one results file; used only from the writer thread."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, path: Path, conn: sqlite3.Connection, options: dict[str, Any]) -> None:
         self.path = path
         self._conn = conn
+        self._options = options
+        self._identity = _identity(path)
         self._next_ping = self._max_id("ping_results") + 1
         self._next_trace = self._max_id("traceroute_results") + 1
         self._next_batch = self._max_id("batches") + 1
@@ -92,7 +95,37 @@ class ResultsFile:
         except BaseException:
             conn.close()
             raise
-        return cls(path, conn)
+        options = {
+            "synchronous": synchronous,
+            "cache_size_mb": cache_size_mb,
+            "wal_autocheckpoint": wal_autocheckpoint,
+        }
+        return cls(path, conn, options)
+
+    def restore_if_removed(self) -> bool:
+        """If the file was deleted underneath us, write it back and go on; True if so.
+
+        SQLite keeps writing to a deleted file's inode without an error, so every
+        later "commit" would vanish at the next restart. The open connection still
+        sees everything committed, so it is copied back to the path (backup API)
+        before the writer continues on the restored file.
+        """
+        if _identity(self.path) == self._identity:
+            return False
+        if self.path.exists():
+            raise OSError(f"{self.path.name} was replaced underneath the writer")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".restoring")
+        target = sqlite3.connect(partial)
+        try:
+            self._conn.backup(target)
+        finally:
+            target.close()
+        os.replace(partial, self.path)
+        restored = ResultsFile.open(self.path, **self._options)
+        self._conn.close()
+        self._conn, self._identity = restored._conn, restored._identity
+        return True
 
     def _max_id(self, table: str) -> int:
         return int(self._conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
@@ -211,3 +244,12 @@ class ResultsFile:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino

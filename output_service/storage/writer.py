@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import sqlite3
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +35,29 @@ class WriterClosedError(Exception):
 
 
 class StorageError(Exception):
-    """A transaction failed; nothing of the affected batches was stored."""
+    """A transaction failed; nothing of the affected batches was stored.
+
+    `kind` is "disk_full" when retrying can only help once space is freed, else "io".
+    """
+
+    def __init__(self, message: str, kind: str = "io") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+_SQLITE_FULL = 13
+
+
+def classify(exc: BaseException) -> str:
+    """ "disk_full" for ENOSPC/EFBIG/EDQUOT and SQLite's "database or disk is full"."""
+    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+        return "disk_full"
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if (code is not None and code & 0xFF == _SQLITE_FULL) or "disk is full" in str(exc):
+            return "disk_full"
+    return "io"
 
 
 @dataclass(slots=True)
@@ -51,6 +75,7 @@ class _Command:
 
 CommitHook = Callable[[Sequence[tuple[BatchMeta, BatchOutcome]]], None]
 GroupHook = Callable[[float, int], None]
+ErrorHook = Callable[["StorageError"], None]
 # Runs on the writer thread before the results transaction of a group (the hop
 # outbox uses it: its rows must be durable before the batch can be acknowledged).
 BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], None]
@@ -69,8 +94,13 @@ class Writer:
         on_commit: CommitHook,
         on_group: GroupHook | None = None,
         before_commit: BeforeCommit | None = None,
+        on_error: ErrorHook | None = None,
     ) -> None:
         self.file = file
+        # The error of the last failed transaction, until one commits again (/ready).
+        self.failing: StorageError | None = None
+        self._on_error = on_error
+        self._restored = False  # set on the writer thread, reported on the loop
         self._max_group = max_group_results
         self._max_delay = max_delay_s
         self._queue_max = queue_max_results
@@ -174,14 +204,21 @@ class Writer:
         try:
             outcomes = await loop.run_in_executor(self._executor, self._write, items)
         except Exception as exc:  # every batch of the group failed; none is acknowledged
-            error = StorageError(f"{type(exc).__name__}: {exc}")
+            error = StorageError(f"{type(exc).__name__}: {exc}", classify(exc))
             error.__cause__ = exc
+            self.failing = error
+            if self._on_error is not None:
+                self._on_error(error)
             for p in group:
                 if not p.future.done():
                     p.future.set_exception(error)
                     # a cancelled waiter never reads it; don't let asyncio log "never retrieved"
                     p.future.add_done_callback(_consume_exception)
             return
+        self.failing = None
+        if self._restored and self._on_error is not None:
+            self._restored = False
+            self._on_error(StorageError("results file was deleted; restored it", "file_removed"))
         if self._on_group is not None:
             self._on_group(loop.time() - started, len(group))
         self._on_commit([(p.meta, o) for p, o in zip(group, outcomes, strict=True)])
@@ -191,6 +228,8 @@ class Writer:
 
     def _write(self, items: Sequence[tuple[Batch, BatchMeta]]) -> list[BatchOutcome]:
         """One group, on the writer thread."""
+        if self.file.restore_if_removed():
+            self._restored = True
         if self._before_commit is not None:
             self._before_commit(items)
         return self.file.write_group(items)

@@ -1,0 +1,139 @@
+"""Arbitrary bytes and JSON at POST /results: always a 4xx (or a 200 for the rare
+valid batch), never a 5xx; the service stays up and stores exactly what it
+acknowledged, nothing of any refused batch."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import sqlite3
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import make_result
+from tests.service_process import ServiceProcess, start_service
+
+FIELDS = ["ip", "sent", "received", "packet_loss", "avg_rtt", "timestamp", "error", "traceroute"]
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=80),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@st.composite
+def mutated_results(draw: st.DrawFn) -> Any:
+    """A real result with fields replaced, renamed in odd case, or removed: gets past
+    the JSON parser into validation, where the interesting code is."""
+    result: dict[str, Any] = make_result(hops=draw(st.integers(0, 3)))
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=3, unique=True)):
+        action = draw(st.sampled_from(["replace", "drop", "case"]))
+        value = result.pop(name, None)
+        if action == "replace":
+            result[name] = draw(json_values)
+        elif action == "case":
+            result[name.upper()] = value
+    if "traceroute" in result and isinstance(result["traceroute"], dict) and draw(st.booleans()):
+        result["traceroute"]["hops"] = draw(st.lists(json_values, max_size=4))
+    return draw(st.sampled_from([result, [result], [result, result]]))
+
+
+bodies = st.one_of(
+    st.binary(max_size=512),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    mutated_results().map(lambda v: json.dumps(v).encode()),
+    st.text(max_size=200).map(str.encode),
+)
+encodings = st.sampled_from([None, None, "gzip", "deflate", "br", "x-unknown", "gzip, gzip"])
+
+
+def encode(body: bytes, encoding: str | None, garble: bool) -> bytes:
+    if garble or encoding not in ("gzip", "deflate"):
+        return body
+    wbits = 31 if encoding == "gzip" else 15
+    squeeze = zlib.compressobj(6, zlib.DEFLATED, wbits)
+    return squeeze.compress(body) + squeeze.flush()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    # A truncated deflate body can leave aiohttp's reader waiting for more: the read
+    # timeout answers 408 then, kept short here so such examples stay cheap.
+    running = start_service(
+        tmp_path_factory.mktemp("fuzz") / "data", "--max-batch-results=20", "--read-timeout-s=1"
+    )
+    yield running
+    assert running.terminate() == 0, running.stderr()
+
+
+class Tally:
+    acknowledged = 0
+
+
+@given(
+    body=bodies,
+    encoding=encodings,
+    garble=st.booleans(),
+    ctype=st.sampled_from(
+        ["application/json", "application/json; charset=utf-8", "text/plain", None]
+    ),
+)
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+def test_any_body_gets_a_4xx_never_a_5xx(
+    service: ServiceProcess, body: bytes, encoding: str | None, garble: bool, ctype: str | None
+) -> None:
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    if ctype:
+        headers["Content-Type"] = ctype
+    conn = http.client.HTTPConnection("127.0.0.1", service.results_port, timeout=30)
+    try:
+        conn.request("POST", "/results", body=encode(body, encoding, garble), headers=headers)
+        response = conn.getresponse()
+        raw = response.read()
+    finally:
+        conn.close()
+    if response.getheader("X-Request-ID") is None:
+        # Answered by aiohttp's HTTP parser before any handler ran (a body that does not
+        # inflate, br without Brotli): a plain-text 400, out of the app's reach.
+        assert response.status == 400, raw
+        return
+    reply = json.loads(raw)
+    assert response.status < 500, reply
+    if response.status == 200:
+        Tally.acknowledged += reply["received"]
+    else:
+        assert 400 <= response.status < 500
+        assert reply["status"] == "error" and reply["error"]
+
+
+def test_still_up_and_stored_only_what_it_acknowledged(service: ServiceProcess) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", service.health_port, timeout=30)
+    try:
+        conn.request("GET", "/ready")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+    assert service.proc.poll() is None
+    (db_file,) = service_db_files(service)
+    db = sqlite3.connect(f"{db_file.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT count(*) FROM ping_results").fetchone()[0] == Tally.acknowledged
+    finally:
+        db.close()
+
+
+def service_db_files(service: ServiceProcess) -> list[Path]:
+    return sorted(Path(service.events("listening")[0]["db_dir"]).glob("results_*.db"))
