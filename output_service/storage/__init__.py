@@ -1,27 +1,46 @@
 """The storage seam: the only part of the service that knows SQLite.
 
 Handlers see `Storage` and its plain-data answers; the interface (submit a
-batch, stats, recent results, readiness, close) is narrow so that another
-backend could stand behind it later.
+batch, rotate, dump, list files, stats, recent results, readiness, close) is
+narrow so that another backend could stand behind it later.
+
+The service keeps `keep_files` results files; the newest is written, all of
+them are read. `/stats` totals cover the retained files (what `/recent` and
+`/dump` can still show): counted once per file at start-up, kept up to date in
+memory on every commit, and reduced when retention deletes a file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from output_service.config import Config
 from output_service.metrics import Metrics
 from output_service.models import Batch
-from output_service.storage import reader
-from output_service.storage.files import file_name_for, results_files, size_on_disk
+from output_service.storage import inventory, reader
+from output_service.storage.files import (
+    RESULTS_FILE,
+    created_at,
+    next_file_name,
+    results_files,
+    size_on_disk,
+)
 from output_service.storage.idempotency import IdempotencyCache
-from output_service.storage.results_file import BatchMeta, BatchOutcome, ResultsFile
+from output_service.storage.registry import FileEntry, FileRegistry
+from output_service.storage.results_file import BatchMeta, BatchOutcome
+from output_service.storage.rotator import RotationError, Rotator, open_results_file
+from output_service.storage.snapshot import backup_to, new_temp_path, result_span
 from output_service.storage.writer import (
     BeforeCommit,
     QueueFullError,
@@ -31,19 +50,42 @@ from output_service.storage.writer import (
 )
 
 __all__ = [
+    "Dump",
     "IdempotencyConflictError",
+    "InvalidFileNameError",
     "QueueFullError",
+    "RotationError",
     "Storage",
     "StorageError",
     "SubmitResult",
+    "UnknownFileError",
     "WriterClosedError",
 ]
+
+log = structlog.get_logger("output_service.storage")
 
 Clock = Callable[[], float]
 
 
 class IdempotencyConflictError(Exception):
     """The Idempotency-Key was used before for a different body."""
+
+
+class InvalidFileNameError(ValueError):
+    """Not a results file name at all (a path, `..`, another kind of file)."""
+
+
+class UnknownFileError(LookupError):
+    """A well-formed results file name that is not a retained file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dump:
+    """A file ready to stream: a snapshot copy, or a sealed file itself."""
+
+    path: Path
+    name: str
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,27 +121,33 @@ class Storage:
             config.idempotency_window_hours * 3600, config.idempotency_max_keys
         )
         self._in_flight: dict[str, asyncio.Future[BatchOutcome]] = {}
-        self.total_results = 0
-        self.failed_results = 0
+        self._registry = FileRegistry(on_deleted=self._deleted)
+        self._rotator = Rotator(config, metrics, self._registry, clock)
         self.last_result_time: float | None = None
-        self.last_rotation: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
     async def open(self) -> None:
-        """Continue the newest results file (or start one), load counters and keys."""
-        db_dir = self._config.db_dir
-        await asyncio.to_thread(db_dir.mkdir, parents=True, exist_ok=True)
-        existing = await asyncio.to_thread(results_files, db_dir)
-        path = existing[-1] if existing else db_dir / file_name_for(self._clock(), set())
+        """Check every file in `db_dir`, continue the newest (or start one), load
+        counters and idempotency keys from all retained files, apply retention."""
         config = self._config
-        file = await asyncio.to_thread(
-            ResultsFile.open,
-            path,
-            synchronous=config.synchronous,
-            cache_size_mb=config.cache_size_mb,
-            wal_autocheckpoint=config.wal_autocheckpoint,
-        )
+        db_dir = config.db_dir
+        await asyncio.to_thread(inventory.prepare_dir, db_dir)
+        await self._load_files()
+        newest = self._registry.entries[-1] if len(self._registry) else None
+        reason = self._rotator.due(newest.path) if newest is not None else None
+        if newest is None or reason is not None:
+            taken = set(await asyncio.to_thread(os.listdir, db_dir))
+            name = next_file_name(self._clock(), newest.name if newest else None, taken)
+            current = self._registry.add(FileEntry(db_dir / name))
+            if reason is not None:
+                self._metrics.rotations.labels(reason=reason.value).inc()
+                log.info("rotated at start-up", reason=reason.value, old=newest and newest.name)
+        else:
+            current = newest
+            current.sealed = False
+        file = await asyncio.to_thread(open_results_file, config, current.path)
+        self._rotator.last_rotation = created_at(current.name)
         writer = Writer(
             file,
             max_group_results=config.commit_max_results,
@@ -108,23 +156,43 @@ class Storage:
             on_commit=self._committed,
             on_group=self._metrics.observe_commit,
             before_commit=self._before_commit,
+            after_group=self._rotator.after_group,
         )
-        counts = await writer.run_in_thread(file.counts)
-        self.total_results, self.failed_results = counts.results, counts.failed
-        since = utc_text(self._clock() - self._idempotency.window_s)
-        for key, count, body_hash, received_at in await writer.run_in_thread(
-            lambda: file.recent_idempotency_keys(since)
-        ):
-            moment = datetime.fromisoformat(received_at).timestamp()
-            self._idempotency.remember(key, count, body_hash, moment)
+        self._rotator.attach(writer)
+        self._registry.retire(config.keep_files)
         writer.start()
         self._writer = writer
         self._metrics.queue_depth_fn(lambda: writer.queued_results)
+        self._metrics.current_file_bytes.set_function(lambda: size_on_disk(self.current_file))
+        self._metrics.retained_files.set_function(lambda: len(self._registry))
+
+    async def _load_files(self) -> None:
+        """Register every usable results file; quarantine the others."""
+        db_dir = self._config.db_dir
+        since = utc_text(self._clock() - self._idempotency.window_s)
+        for path in await asyncio.to_thread(results_files, db_dir):
+            try:
+                report = await asyncio.to_thread(inventory.inspect, path, since)
+            except inventory.UnusableFileError as exc:
+                moved = await asyncio.to_thread(inventory.quarantine, path)
+                self._metrics.quarantined_files.inc()
+                log.warning(
+                    "results file quarantined",
+                    file=path.name,
+                    reason=str(exc),
+                    moved_to=str(moved.relative_to(db_dir)),
+                )
+                continue
+            self._registry.add(FileEntry(path, report.results, report.failed, sealed=True))
+            for key, count, body_hash, received_at in report.keys:
+                moment = datetime.fromisoformat(received_at).timestamp()
+                self._idempotency.remember(key, count, body_hash, moment)
 
     async def close(self) -> None:
         """Commit everything queued and close the files."""
         if self._writer is not None:
             await self._writer.close()
+        await self._rotator.close()
 
     @property
     def writer(self) -> Writer:
@@ -135,6 +203,21 @@ class Storage:
     @property
     def current_file(self) -> Path:
         return self.writer.file.path
+
+    @property
+    def total_results(self) -> int:
+        return self._registry.totals()[0]
+
+    @property
+    def failed_results(self) -> int:
+        return self._registry.totals()[1]
+
+    @property
+    def last_rotation(self) -> float | None:
+        return self._rotator.last_rotation
+
+    def _deleted(self, entry: FileEntry) -> None:
+        self._metrics.deleted_files.inc()
 
     # -- ingest ------------------------------------------------------------
 
@@ -182,6 +265,7 @@ class Storage:
     def _committed(self, done: Sequence[tuple[BatchMeta, BatchOutcome]]) -> None:
         now = self._clock()
         stored = 0
+        current = self._registry.current  # rotation swaps files only between groups
         for meta, outcome in done:
             if meta.idempotency_key is not None:
                 self._idempotency.remember(
@@ -189,8 +273,8 @@ class Storage:
                 )
             if not outcome.duplicate:
                 stored += outcome.count
-                self.failed_results += outcome.failed
-        self.total_results += stored
+                current.failed += outcome.failed
+        current.results += stored
         if stored:
             self.last_result_time = now
         self._metrics.results_stored.inc(stored)
@@ -201,20 +285,106 @@ class Storage:
     def stats(self) -> dict[str, Any]:
         """The `stats` object of /health and /stats (Go service's field names)."""
         path = self.current_file
+        total, failed = self._registry.totals()
         return {
-            "total_results": self.total_results,
-            "successful_pings": self.total_results - self.failed_results,
-            "failed_pings": self.failed_results,
+            "total_results": total,
+            "successful_pings": total - failed,
+            "failed_pings": failed,
             "hops_discovered": 0,
             "hops_sent": 0,
             "last_result_time": _maybe_text(self.last_result_time),
             "current_db_file": path.name,
             "current_db_size": size_on_disk(path),
             "last_rotation": _maybe_text(self.last_rotation),
+            "retained_files": len(self._registry),
         }
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
-        return await reader.recent_results(self.current_file, limit, ip)
+        """The newest results across retained files: the current file first, then
+        older files in turn until `limit` is reached. Ids are per file, so each
+        result also names its file."""
+        found: list[dict[str, Any]] = []
+        for entry in reversed(self._registry.entries):
+            if entry.retired:
+                continue
+            with self._registry.use(entry):
+                rows = await reader.recent_results(entry.path, limit - len(found), ip)
+            for row in rows:
+                row["file"] = entry.name
+            found.extend(rows)
+            if len(found) >= limit:
+                break
+        return found
+
+    # -- files: rotation, listing, dumps -------------------------------------
+
+    async def rotate(self) -> str:
+        """Start a new file now (between transactions); returns its name."""
+        return await self._rotator.rotate_now()
+
+    async def files(self) -> list[dict[str, Any]]:
+        """The retained files, oldest first, with size, row count and time span."""
+        listing: list[dict[str, Any]] = []
+        current = self._registry.current
+        for entry in self._registry.entries:
+            if entry.retired:
+                continue
+            with self._registry.use(entry):
+                span = entry.span
+                if span is None:
+                    span = await asyncio.to_thread(result_span, entry.path)
+                    if entry.sealed:
+                        entry.span = span
+                size = size_on_disk(entry.path)
+            listing.append(
+                {
+                    "name": entry.name,
+                    "size": size,
+                    "results": entry.results,
+                    "first_result": span[0],
+                    "last_result": span[1],
+                    "created": utc_text(created_at(entry.name)),
+                    "current": entry is current,
+                }
+            )
+        return listing
+
+    @contextlib.asynccontextmanager
+    async def dump(self, name: str | None = None) -> AsyncIterator[Dump]:
+        """A file to stream for `name` (default: the current file), held so that
+        retention cannot delete it meanwhile.
+
+        A sealed file is served as it is. A file that is still written (or still
+        being sealed) is first copied with the online backup API into a temp
+        file, which is removed when the caller leaves the block, however it does.
+        """
+        entry = self._registry.current if name is None else self._retained(name)
+        with self._registry.use(entry):
+            if entry.sealed:
+                yield Dump(entry.path, entry.name, entry.path.stat().st_size)
+                return
+            temp = new_temp_path(inventory.temp_dir(self._config.db_dir))
+            copy = asyncio.ensure_future(asyncio.to_thread(backup_to, entry.path, temp))
+            try:
+                try:
+                    size = await asyncio.shield(copy)
+                except (OSError, sqlite3.Error) as exc:
+                    raise StorageError(f"snapshot failed: {exc}") from exc
+                yield Dump(temp, entry.name, size)
+            finally:
+                if not copy.done():  # cancelled while copying: let the thread finish first
+                    await asyncio.wait([copy])
+                    if not copy.cancelled():
+                        copy.exception()  # retrieved, so asyncio does not log it
+                temp.unlink(missing_ok=True)
+
+    def _retained(self, name: str) -> FileEntry:
+        if not RESULTS_FILE.fullmatch(name):
+            raise InvalidFileNameError(f"not a results file name: {name!r}")
+        entry = self._registry.get(name)
+        if entry is None or entry.retired:
+            raise UnknownFileError(f"no retained file named {name}")
+        return entry
 
     async def ready(self) -> bool:
         """The writer runs and the current file answers a query."""

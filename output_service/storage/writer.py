@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -49,11 +49,22 @@ class _Command:
     future: asyncio.Future[Any]
 
 
+@dataclass(slots=True)
+class _Step:
+    """A coroutine the writer task awaits between transactions (rotation)."""
+
+    fn: Callable[[], Awaitable[Any]]
+    future: asyncio.Future[Any]
+
+
 CommitHook = Callable[[Sequence[tuple[BatchMeta, BatchOutcome]]], None]
 GroupHook = Callable[[float, int], None]
 # Runs on the writer thread before the results transaction of a group (the hop
 # outbox uses it: its rows must be durable before the batch can be acknowledged).
 BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], None]
+# Awaited by the writer task after each group, before the next one is taken:
+# the size/age rotation check lives there, so a rotation falls between groups.
+AfterGroup = Callable[[], Awaitable[None]]
 
 
 class Writer:
@@ -69,6 +80,7 @@ class Writer:
         on_commit: CommitHook,
         on_group: GroupHook | None = None,
         before_commit: BeforeCommit | None = None,
+        after_group: AfterGroup | None = None,
     ) -> None:
         self.file = file
         self._max_group = max_group_results
@@ -77,7 +89,8 @@ class Writer:
         self._on_commit = on_commit
         self._on_group = on_group
         self._before_commit = before_commit
-        self._queue: deque[_Pending | _Command] = deque()
+        self._after_group = after_group
+        self._queue: deque[_Pending | _Command | _Step] = deque()
         self._queued_results = 0
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -121,6 +134,20 @@ class Writer:
         self._wakeup.set()
         return await future
 
+    async def between(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Await `fn()` in the writer task between two transactions.
+
+        Unlike `call`, `fn` is a coroutine: it can run work on the writer thread
+        (`run_in_thread`) and then change what the writer holds (`file`) on the
+        event loop before the next group is taken.
+        """
+        if self._closing:
+            raise WriterClosedError("shutting down")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Step(fn, future))
+        self._wakeup.set()
+        return await future
+
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread now (for set-up before `start`)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -143,13 +170,15 @@ class Writer:
                 await self._wakeup.wait()
                 continue
             head = self._queue[0]
-            if isinstance(head, _Command):
+            if isinstance(head, _Command | _Step):
                 self._queue.popleft()
                 await self._run_command(head)
                 continue
             if self._max_delay > 0 and self._queued_results < self._max_group:
                 await asyncio.sleep(self._max_delay)
             await self._commit(self._take_group())
+            if self._after_group is not None:
+                await self._after_group()
 
     def _take_group(self) -> list[_Pending]:
         group: list[_Pending] = []
@@ -193,10 +222,13 @@ class Writer:
             self._before_commit(items)
         return self.file.write_group(items)
 
-    async def _run_command(self, command: _Command) -> None:
+    async def _run_command(self, command: _Command | _Step) -> None:
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executor, command.fn)
+            if isinstance(command, _Step):
+                result = await command.fn()
+            else:
+                result = await loop.run_in_executor(self._executor, command.fn)
         except Exception as exc:
             if not command.future.done():
                 command.future.set_exception(exc)
