@@ -39,7 +39,12 @@ from output_service.storage.files import (
 from output_service.storage.idempotency import IdempotencyCache
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import BatchMeta, BatchOutcome
-from output_service.storage.rotator import RotationError, Rotator, open_results_file
+from output_service.storage.rotator import (
+    RotationError,
+    Rotator,
+    create_results_file,
+    open_results_file,
+)
 from output_service.storage.snapshot import backup_to, new_temp_path, result_span
 from output_service.storage.writer import (
     BeforeCommit,
@@ -146,7 +151,11 @@ class Storage:
         else:
             current = newest
             current.sealed = False
-        file = await asyncio.to_thread(open_results_file, config, current.path)
+        if current is newest:
+            file = await asyncio.to_thread(open_results_file, config, current.path)
+        else:
+            tmp = inventory.temp_dir(db_dir)
+            file = await asyncio.to_thread(create_results_file, config, current.path, tmp)
         self._rotator.last_rotation = created_at(current.name)
         writer = Writer(
             file,

@@ -20,6 +20,7 @@ import structlog
 from output_service.config import Config
 from output_service.metrics import Metrics
 from output_service.storage.files import created_at, next_file_name, size_on_disk
+from output_service.storage.inventory import temp_dir
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import ResultsFile
 from output_service.storage.rotation import Reason, RotationPolicy
@@ -44,6 +45,18 @@ def open_results_file(config: Config, path: Path) -> ResultsFile:
         cache_size_mb=config.cache_size_mb,
         wal_autocheckpoint=config.wal_autocheckpoint,
     )
+
+
+def create_results_file(config: Config, path: Path, tmp_dir: Path) -> ResultsFile:
+    """A new file that appears in `db_dir` with its full schema or not at all.
+
+    The schema is made in `tmp_dir` and the file renamed into place, so an
+    operator (or a restart after a crash) never finds a half-made file.
+    """
+    staging = tmp_dir / path.name
+    open_results_file(config, staging).close()
+    staging.replace(path)
+    return open_results_file(config, path)
 
 
 class Rotator:
@@ -82,11 +95,10 @@ class Rotator:
         now = self._clock()
         if now < self._retry_at:
             return
-        reason = self.due(self._registry.current.path)
-        if reason is None:
-            return
         try:
-            await self.rotate(reason)
+            reason = self.due(self._registry.current.path)
+            if reason is not None:
+                await self.rotate(reason)
         except RotationError:
             self._retry_at = now + RETRY_AFTER_S
         except Exception:  # a bug here must not stop the writer
@@ -114,7 +126,7 @@ class Rotator:
 
         def open_next() -> ResultsFile:
             name = next_file_name(now, current.name, set(os.listdir(db_dir)))
-            return open_results_file(config, db_dir / name)
+            return create_results_file(config, db_dir / name, temp_dir(db_dir))
 
         try:
             new_file = await writer.run_in_thread(open_next)
