@@ -5,6 +5,9 @@ Access control is not decided here: a middleware guards these paths.
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import structlog
 from aiohttp import web
 
@@ -18,6 +21,7 @@ from output_service.storage import (
 )
 
 SQLITE_TYPE = "application/vnd.sqlite3"
+CHUNK_BYTES = 256 * 1024
 
 log = structlog.get_logger("output_service.http")
 
@@ -51,18 +55,22 @@ async def dump(request: web.Request) -> web.StreamResponse:
     name = request.query.get("file")
     try:
         async with services.storage.dump(name) as snapshot:
-            response = web.FileResponse(
-                snapshot.path,
+            response = web.StreamResponse(
                 headers={
                     "Content-Type": SQLITE_TYPE,
                     "Content-Disposition": f'attachment; filename="{snapshot.name}"',
-                },
+                }
             )
+            response.content_length = snapshot.size
             try:
                 await response.prepare(request)
-            except ConnectionError as exc:
+                await _send_file(response, snapshot.path, snapshot.size)
+            except (ConnectionError, asyncio.CancelledError) as exc:
+                # the client went away (aiohttp may cancel the handler for it)
                 metrics.dumps.labels(outcome="aborted").inc()
-                log.info("dump aborted by the client", file=snapshot.name, error=str(exc))
+                log.info("dump aborted by the client", file=snapshot.name, error=repr(exc))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
                 return response
             metrics.dumps.labels(outcome="complete").inc()
             metrics.dump_bytes.inc(snapshot.size)
@@ -73,3 +81,20 @@ async def dump(request: web.Request) -> web.StreamResponse:
         return json_error(404, str(exc))
     except StorageError as exc:
         return json_error(503, str(exc), headers={"Retry-After": "5"})
+
+
+async def _send_file(response: web.StreamResponse, path: Path, size: int) -> None:
+    """Stream `size` bytes of `path`; reads happen on a worker thread, and each
+    write waits for the client (a slow download holds little memory)."""
+    fh = await asyncio.to_thread(path.open, "rb")
+    try:
+        left = size
+        while left > 0:
+            chunk = await asyncio.to_thread(fh.read, min(CHUNK_BYTES, left))
+            if not chunk:
+                raise ConnectionResetError("file ended early")
+            left -= len(chunk)
+            await response.write(chunk)
+        await response.write_eof()
+    finally:
+        await asyncio.to_thread(fh.close)
