@@ -45,13 +45,7 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Command:
-    fn: Callable[[], Any]
-    future: asyncio.Future[Any]
-
-
-@dataclass(slots=True)
-class _Step:
-    """A coroutine the writer task awaits between transactions (rotation)."""
+    """A coroutine the writer task awaits between transactions (commands, rotation)."""
 
     fn: Callable[[], Awaitable[Any]]
     future: asyncio.Future[Any]
@@ -90,7 +84,7 @@ class Writer:
         self._on_group = on_group
         self._before_commit = before_commit
         self._after_group = after_group
-        self._queue: deque[_Pending | _Command | _Step] = deque()
+        self._queue: deque[_Pending | _Command] = deque()
         self._queued_results = 0
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -127,12 +121,7 @@ class Writer:
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread between two transactions."""
-        if self._closing:
-            raise WriterClosedError("shutting down")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Command(fn, future))
-        self._wakeup.set()
-        return await future
+        return await self.between(lambda: self.run_in_thread(fn))
 
     async def between(self, fn: Callable[[], Awaitable[T]]) -> T:
         """Await `fn()` in the writer task between two transactions.
@@ -144,7 +133,7 @@ class Writer:
         if self._closing:
             raise WriterClosedError("shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Step(fn, future))
+        self._queue.append(_Command(fn, future))
         self._wakeup.set()
         return await future
 
@@ -170,7 +159,7 @@ class Writer:
                 await self._wakeup.wait()
                 continue
             head = self._queue[0]
-            if isinstance(head, _Command | _Step):
+            if isinstance(head, _Command):
                 self._queue.popleft()
                 await self._run_command(head)
                 continue
@@ -222,13 +211,9 @@ class Writer:
             self._before_commit(items)
         return self.file.write_group(items)
 
-    async def _run_command(self, command: _Command | _Step) -> None:
-        loop = asyncio.get_running_loop()
+    async def _run_command(self, command: _Command) -> None:
         try:
-            if isinstance(command, _Step):
-                result = await command.fn()
-            else:
-                result = await loop.run_in_executor(self._executor, command.fn)
+            result = await command.fn()
         except Exception as exc:
             if not command.future.done():
                 command.future.set_exception(exc)
