@@ -157,9 +157,12 @@ class Rotator:
         return new_file.path.name, task
 
     async def _seal(self, file: ResultsFile, entry: FileEntry) -> None:
+        started = asyncio.get_running_loop().time()
         try:
             await asyncio.to_thread(_checkpoint_and_close, file)
             entry.sealed = True
+            took = asyncio.get_running_loop().time() - started
+            log.info("sealed", file=entry.name, seal_ms=round(took * 1000, 3))
         except Exception as exc:  # the data is committed; only the tidy-up failed
             log.warning("sealing the old results file failed", file=entry.name, error=str(exc))
         finally:
