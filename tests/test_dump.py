@@ -135,6 +135,14 @@ async def test_dump_refuses_paths_and_unknown_names(start_service: StartService)
     assert (await resp.json())["error"] == "no retained file named results_2020-01-01_00-00-00.db"
 
 
+async def test_head_is_not_allowed(start_service: StartService) -> None:
+    running = await start_service()
+    resp = await running.results.head("/dump")
+    assert resp.status == 405
+    assert temp_files(running) == []
+    await post(running, batch(1, 1))  # the connection and the service are fine
+
+
 async def start_download(running: Running, target: str) -> asyncio.StreamWriter:
     """Begin GET `target` with a small receive buffer, read the headers and a
     little of the body, and leave the rest unread (the server is then stuck)."""
