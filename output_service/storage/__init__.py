@@ -14,38 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import structlog
 
 from output_service.config import Config
 from output_service.metrics import Metrics
 from output_service.models import Batch
 from output_service.storage import inventory, reader
-from output_service.storage.files import (
-    RESULTS_FILE,
-    created_at,
-    next_file_name,
-    results_files,
-    size_on_disk,
+from output_service.storage.catalog import (
+    Catalog,
+    Dump,
+    InvalidFileNameError,
+    UnknownFileError,
 )
+from output_service.storage.files import size_on_disk, utc_text
 from output_service.storage.idempotency import IdempotencyCache
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import BatchMeta, BatchOutcome
-from output_service.storage.rotator import (
-    RotationError,
-    Rotator,
-    create_results_file,
-    open_results_file,
-)
-from output_service.storage.snapshot import backup_to, new_temp_path, result_span
+from output_service.storage.rotator import RotationError, Rotator
 from output_service.storage.writer import (
     BeforeCommit,
     QueueFullError,
@@ -67,8 +56,6 @@ __all__ = [
     "WriterClosedError",
 ]
 
-log = structlog.get_logger("output_service.storage")
-
 Clock = Callable[[], float]
 
 
@@ -76,35 +63,10 @@ class IdempotencyConflictError(Exception):
     """The Idempotency-Key was used before for a different body."""
 
 
-class InvalidFileNameError(ValueError):
-    """Not a results file name at all (a path, `..`, another kind of file)."""
-
-
-class UnknownFileError(LookupError):
-    """A well-formed results file name that is not a retained file."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dump:
-    """A file ready to stream: a snapshot copy, or a sealed file itself."""
-
-    path: Path
-    name: str
-    size: int
-
-
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
     count: int
     duplicate: bool = False
-
-
-def utc_text(moment: float) -> str:
-    return (
-        datetime.fromtimestamp(moment, UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 class Storage:
@@ -128,6 +90,7 @@ class Storage:
         self._in_flight: dict[str, asyncio.Future[BatchOutcome]] = {}
         self._registry = FileRegistry(on_deleted=self._deleted)
         self._rotator = Rotator(config, metrics, self._registry, clock)
+        self._catalog = Catalog(config, metrics, self._registry)
         self.last_result_time: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -136,27 +99,9 @@ class Storage:
         """Check every file in `db_dir`, continue the newest (or start one), load
         counters and idempotency keys from all retained files, apply retention."""
         config = self._config
-        db_dir = config.db_dir
-        await asyncio.to_thread(inventory.prepare_dir, db_dir)
-        await self._load_files()
-        newest = self._registry.entries[-1] if len(self._registry) else None
-        reason = self._rotator.due(newest.path) if newest is not None else None
-        if newest is None or reason is not None:
-            taken = set(await asyncio.to_thread(os.listdir, db_dir))
-            name = next_file_name(self._clock(), newest.name if newest else None, taken)
-            current = self._registry.add(FileEntry(db_dir / name))
-            if reason is not None:
-                self._metrics.rotations.labels(reason=reason.value).inc()
-                log.info("rotated at start-up", reason=reason.value, old=newest and newest.name)
-        else:
-            current = newest
-            current.sealed = False
-        if current is newest:
-            file = await asyncio.to_thread(open_results_file, config, current.path)
-        else:
-            tmp = inventory.temp_dir(db_dir)
-            file = await asyncio.to_thread(create_results_file, config, current.path, tmp)
-        self._rotator.last_rotation = created_at(current.name)
+        await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
+        await self._catalog.load(self._idempotency, self._clock() - self._idempotency.window_s)
+        file = await self._rotator.open_current()
         writer = Writer(
             file,
             max_group_results=config.commit_max_results,
@@ -174,28 +119,6 @@ class Storage:
         self._metrics.queue_depth_fn(lambda: writer.queued_results)
         self._metrics.current_file_bytes.set_function(lambda: size_on_disk(self.current_file))
         self._metrics.retained_files.set_function(lambda: len(self._registry))
-
-    async def _load_files(self) -> None:
-        """Register every usable results file; quarantine the others."""
-        db_dir = self._config.db_dir
-        since = utc_text(self._clock() - self._idempotency.window_s)
-        for path in await asyncio.to_thread(results_files, db_dir):
-            try:
-                report = await asyncio.to_thread(inventory.inspect, path, since)
-            except inventory.UnusableFileError as exc:
-                moved = await asyncio.to_thread(inventory.quarantine, path)
-                self._metrics.quarantined_files.inc()
-                log.warning(
-                    "results file quarantined",
-                    file=path.name,
-                    reason=str(exc),
-                    moved_to=str(moved.relative_to(db_dir)),
-                )
-                continue
-            self._registry.add(FileEntry(path, report.results, report.failed, sealed=True))
-            for key, count, body_hash, received_at in report.keys:
-                moment = datetime.fromisoformat(received_at).timestamp()
-                self._idempotency.remember(key, count, body_hash, moment)
 
     async def close(self) -> None:
         """Commit everything queued and close the files."""
@@ -309,91 +232,18 @@ class Storage:
         }
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
-        """The newest results across retained files: the current file first, then
-        older files in turn until `limit` is reached. Ids are per file, so each
-        result also names its file."""
-        found: list[dict[str, Any]] = []
-        for entry in reversed(self._registry.entries):
-            if entry.retired:
-                continue
-            with self._registry.use(entry):
-                rows = await reader.recent_results(entry.path, limit - len(found), ip)
-            for row in rows:
-                row["file"] = entry.name
-            found.extend(rows)
-            if len(found) >= limit:
-                break
-        return found
+        return await self._catalog.recent(limit, ip)
 
-    # -- files: rotation, listing, dumps -------------------------------------
+    async def files(self) -> list[dict[str, Any]]:
+        return await self._catalog.files()
+
+    def dump(self, name: str | None = None) -> contextlib.AbstractAsyncContextManager[Dump]:
+        """A consistent copy of `name` (default: the current file) to stream."""
+        return self._catalog.dump(name)
 
     async def rotate(self) -> str:
         """Start a new file now (between transactions); returns its name."""
         return await self._rotator.rotate_now()
-
-    async def files(self) -> list[dict[str, Any]]:
-        """The retained files, oldest first, with size, row count and time span."""
-        listing: list[dict[str, Any]] = []
-        current = self._registry.current
-        for entry in self._registry.entries:
-            if entry.retired:
-                continue
-            with self._registry.use(entry):
-                span = entry.span
-                if span is None:
-                    span = await asyncio.to_thread(result_span, entry.path)
-                    if entry.sealed:
-                        entry.span = span
-                size = size_on_disk(entry.path)
-            listing.append(
-                {
-                    "name": entry.name,
-                    "size": size,
-                    "results": entry.results,
-                    "first_result": span[0],
-                    "last_result": span[1],
-                    "created": utc_text(created_at(entry.name)),
-                    "current": entry is current,
-                }
-            )
-        return listing
-
-    @contextlib.asynccontextmanager
-    async def dump(self, name: str | None = None) -> AsyncIterator[Dump]:
-        """A file to stream for `name` (default: the current file), held so that
-        retention cannot delete it meanwhile.
-
-        A sealed file is served as it is. A file that is still written (or still
-        being sealed) is first copied with the online backup API into a temp
-        file, which is removed when the caller leaves the block, however it does.
-        """
-        entry = self._registry.current if name is None else self._retained(name)
-        with self._registry.use(entry):
-            if entry.sealed:
-                yield Dump(entry.path, entry.name, entry.path.stat().st_size)
-                return
-            temp = new_temp_path(inventory.temp_dir(self._config.db_dir))
-            copy = asyncio.ensure_future(asyncio.to_thread(backup_to, entry.path, temp))
-            try:
-                try:
-                    size = await asyncio.shield(copy)
-                except (OSError, sqlite3.Error) as exc:
-                    raise StorageError(f"snapshot failed: {exc}") from exc
-                yield Dump(temp, entry.name, size)
-            finally:
-                if not copy.done():  # cancelled while copying: let the thread finish first
-                    await asyncio.wait([copy])
-                    if not copy.cancelled():
-                        copy.exception()  # retrieved, so asyncio does not log it
-                temp.unlink(missing_ok=True)
-
-    def _retained(self, name: str) -> FileEntry:
-        if not RESULTS_FILE.fullmatch(name):
-            raise InvalidFileNameError(f"not a results file name: {name!r}")
-        entry = self._registry.get(name)
-        if entry is None or entry.retired:
-            raise UnknownFileError(f"no retained file named {name}")
-        return entry
 
     async def ready(self) -> bool:
         """The writer runs and the current file answers a query."""

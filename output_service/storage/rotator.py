@@ -82,6 +82,27 @@ class Rotator:
     def attach(self, writer: Writer) -> None:
         self._writer = writer
 
+    async def open_current(self) -> ResultsFile:
+        """At start-up, after the retained files are registered: continue the
+        newest if it is within both limits, else start a new file."""
+        config = self._config
+        db_dir = config.db_dir
+        entries = self._registry.entries
+        newest = entries[-1] if entries else None
+        reason = self.due(newest.path) if newest is not None else None
+        if newest is not None and reason is None:
+            newest.sealed = False
+            self.last_rotation = created_at(newest.name)
+            return await asyncio.to_thread(open_results_file, config, newest.path)
+        taken = set(await asyncio.to_thread(os.listdir, db_dir))
+        name = next_file_name(self._clock(), newest.name if newest else None, taken)
+        current = self._registry.add(FileEntry(db_dir / name))
+        if newest is not None and reason is not None:
+            self._metrics.rotations.labels(reason=reason.value).inc()
+            log.info("rotated at start-up", reason=reason.value, old=newest.name, new=name)
+        self.last_rotation = created_at(name)
+        return await asyncio.to_thread(create_results_file, config, current.path, temp_dir(db_dir))
+
     def due(self, path: Path) -> Reason | None:
         """Is a rotation of `path` due now?"""
         return self.policy.reason(size_on_disk(path), self._clock() - created_at(path.name))
