@@ -86,7 +86,9 @@ async def dump(request: web.Request) -> web.StreamResponse:
 async def _send_file(response: web.StreamResponse, path: Path, size: int) -> None:
     """Stream `size` bytes of `path`; reads happen on a worker thread, and each
     write waits for the client (a slow download holds little memory)."""
-    fh = await asyncio.to_thread(path.open, "rb")
+    # Opened and closed on the loop: both are quick for a local file, and no
+    # cancellation (a client going away) can then fall between open and `try`.
+    fh = path.open("rb")
     try:
         left = size
         while left > 0:
@@ -97,4 +99,4 @@ async def _send_file(response: web.StreamResponse, path: Path, size: int) -> Non
             await response.write(chunk)
         await response.write_eof()
     finally:
-        await asyncio.to_thread(fh.close)
+        fh.close()
