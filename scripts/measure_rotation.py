@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -43,7 +42,9 @@ def results(worker: int, n: int, size: int) -> list[dict[str, Any]]:
             "traceroute": {
                 "method": "icmp",
                 "completed": True,
-                "hops": [{"ttl": h + 1, "ip": f"172.16.{h}.{i % 256}", "rtt": 1000} for h in range(10)],
+                "hops": [
+                    {"ttl": h + 1, "ip": f"172.16.{h}.{i % 256}", "rtt": 1000} for h in range(10)
+                ],
             },
         }
         for i in range(size)
@@ -94,12 +95,13 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "service.log"
         with log_path.open("w") as log:
-            service = subprocess.Popen(
-                [sys.executable, "-m", "output_service", "--host", "127.0.0.1",
-                 f"--port={port}", f"--health-port={health}", f"--db-dir={tmp}/data",
-                 f"--max-size-mb={args.max_size_mb}", "--keep-files=3", "--input-url="],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
-            )  # fmt: skip
+            service = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "output_service", "--host", "127.0.0.1"),
+                *(f"--port={port}", f"--health-port={health}", f"--db-dir={tmp}/data"),
+                *(f"--max-size-mb={args.max_size_mb}", "--keep-files=3", "--input-url="),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             try:
                 async with aiohttp.ClientSession() as s:
                     for _ in range(200):
@@ -113,22 +115,33 @@ async def main() -> None:
                 latencies, stored, took = await drive(f"http://127.0.0.1:{port}", args)
             finally:
                 service.terminate()
-                service.wait(30)
-        events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+                await asyncio.wait_for(service.wait(), 30)
+        events = [
+            json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")
+        ]
     pauses = [e["writer_paused_ms"] for e in events if e.get("event") == "rotated"]
     reasons = [e["reason"] for e in events if e.get("event") == "rotated"]
     seals = [e["seal_ms"] for e in events if e.get("event") == "sealed"]
-    print(f"ingest: {stored} results in {took:.1f} s = {stored / took:,.0f} results/s "
-          f"({args.concurrency} clients x {args.batch}-result batches, 10 hops each)")  # fmt: skip
-    print(f"rotations: {len(pauses)} ({', '.join(f'{r}={reasons.count(r)}' for r in sorted(set(reasons)))})")
+    print(
+        f"ingest: {stored} results in {took:.1f} s = {stored / took:,.0f} results/s "
+        f"({args.concurrency} clients x {args.batch}-result batches, 10 hops each)"
+    )
+    by_reason = ", ".join(f"{r}={reasons.count(r)}" for r in sorted(set(reasons)))
+    print(f"rotations: {len(pauses)} ({by_reason})")
     if pauses:
-        print(f"writer paused per rotation: median {statistics.median(pauses):.1f} ms, "
-              f"max {max(pauses):.1f} ms")  # fmt: skip
+        print(
+            f"writer paused per rotation: median {statistics.median(pauses):.1f} ms, "
+            f"max {max(pauses):.1f} ms"
+        )
     if seals:
-        print(f"sealing the old file (checkpoint+close, off the writer thread): "
-              f"median {statistics.median(seals):.1f} ms, max {max(seals):.1f} ms")  # fmt: skip
-    print(f"POST /results latency: p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, "
-          f"max {max(latencies) * 1000:.1f} ms")  # fmt: skip
+        print(
+            f"sealing the old file (checkpoint+close, off the writer thread): "
+            f"median {statistics.median(seals):.1f} ms, max {max(seals):.1f} ms"
+        )
+    print(
+        f"POST /results latency: p50 {pct(latencies, 0.5):.1f} ms, "
+        f"p99 {pct(latencies, 0.99):.1f} ms, max {max(latencies) * 1000:.1f} ms"
+    )
 
 
 if __name__ == "__main__":
