@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from output_service.handlers import health, ingest, openapi
+from output_service.handlers import admin, health, ingest, openapi
 from output_service.handlers.auth import auth_middleware
 from output_service.handlers.common import SERVICES
 from output_service.handlers.middleware import request_summary
@@ -30,11 +30,15 @@ def _base_app(services: Services) -> web.Application:
 
 
 def create_results_app(services: Services) -> web.Application:
-    """The results port: POST /results (and, later, the admin endpoints)."""
+    """The results port: POST /results and the admin endpoints."""
     app = _base_app(services)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(_hop_sender_lifecycle)
     app.router.add_post("/results", ingest.post_results)
+    app.router.add_post("/rotate", admin.rotate)
+    # no HEAD: it would cost a whole snapshot just to learn its length
+    app.router.add_get("/dump", admin.dump, allow_head=False)
+    app.router.add_get("/files", admin.files)
     return app
 
 

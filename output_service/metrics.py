@@ -131,6 +131,42 @@ class Metrics:
             registry=r,
         )
 
+        # issue 3: rotation, retention, quarantine, dumps
+        self.rotations = Counter(
+            f"{PREFIX}_rotations", "New results files started, by reason.", ["reason"], registry=r
+        )
+        self.rotation_errors = Counter(
+            f"{PREFIX}_rotation_errors",
+            "Rotations that failed (writing went on in the old file).",
+            registry=r,
+        )
+        self.rotation_pause = Histogram(
+            f"{PREFIX}_rotation_pause_seconds",
+            "How long a rotation held up the writer (creating the new file).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.current_file_bytes = Gauge(
+            f"{PREFIX}_current_file_bytes", "Size of the current file plus its WAL.", registry=r
+        )
+        self.retained_files = Gauge(
+            f"{PREFIX}_retained_files", "Results files kept, the current one included.", registry=r
+        )
+        self.deleted_files = Counter(
+            f"{PREFIX}_deleted_files", "Results files deleted by retention.", registry=r
+        )
+        self.quarantined_files = Counter(
+            f"{PREFIX}_quarantined_files",
+            "Unreadable files moved to quarantine/ at start-up.",
+            registry=r,
+        )
+        self.dumps = Counter(
+            f"{PREFIX}_dumps", "GET /dump downloads, by outcome.", ["outcome"], registry=r
+        )
+        self.dump_bytes = Counter(
+            f"{PREFIX}_dump_bytes", "Bytes of completed /dump downloads.", registry=r
+        )
+
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_duration.observe(seconds)
         self.commit_group.observe(batches)

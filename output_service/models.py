@@ -151,14 +151,14 @@ def normalize_timestamp(text: str) -> str:
 
 
 def normalize_ip(text: str) -> str:
-    """Validate an IPv4/IPv6 address and return its canonical (compressed) form."""
-    try:
-        if ":" in text:
-            return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, text))
-        socket.inet_pton(socket.AF_INET, text)
-        return text
-    except (OSError, ValueError):
-        pass
+    """Validate an IPv4/IPv6 address and return its canonical form (Python's, which
+    compresses IPv6). Dotted-quad IPv4, the common case, is checked in C."""
+    if ":" not in text:
+        try:
+            socket.inet_pton(socket.AF_INET, text)  # refuses leading zeros and short forms
+            return text
+        except (OSError, ValueError):
+            pass
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

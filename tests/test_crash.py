@@ -25,6 +25,8 @@ from tests.service_process import (
 )
 
 ROUNDS = 6
+# Retention deleting old files is not a loss this test looks for: keep them all.
+KEEP_ALL = "--keep-files=100000"
 
 
 def post_one(url: str, worker: int) -> int:
@@ -43,7 +45,7 @@ def test_kill_9_loses_no_acknowledged_batch(tmp_path: Path) -> None:
     for round_no in range(ROUNDS):
         rotating = round_no % 2 == 1
         extra = ["--max-size-mb=0.05"] if rotating else []
-        service = start_service(db_dir, *extra)
+        service = start_service(db_dir, KEEP_ALL, *extra)
         before = len(acked(ack_file))
         client = run_client(service.results_port, ack_file, round_no * WORKERS, rotating)
         kill_after = before + rng.randint(1, 120)
@@ -60,7 +62,7 @@ def test_kill_9_loses_no_acknowledged_batch(tmp_path: Path) -> None:
         assert client.returncode == 0, client_err
         assert service.proc.returncode == -9
 
-    final = start_service(db_dir)
+    final = start_service(db_dir, KEEP_ALL)
     try:
         assert post_one(final.url("/results"), worker=31) == 200
     finally:

@@ -31,6 +31,7 @@ async def test_health_has_the_go_shape(start_service: StartService) -> None:
         "current_db_file",
         "current_db_size",
         "last_rotation",
+        "retained_files",
     }
     assert (stats["total_results"], stats["successful_pings"], stats["failed_pings"]) == (2, 1, 1)
     assert stats["last_result_time"] == "2027-01-15T08:00:00.000000Z"

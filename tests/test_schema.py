@@ -43,7 +43,7 @@ async def test_go_file_is_migrated_and_continued(
     db_dir.mkdir()
     old = db_dir / "results_2025-01-01_00-00-00.db"
     seed_file(old)
-    service = await start_service()
+    service = await start_service(rotation_days=10_000)  # the file's name says 2025
     assert service.db_file == old
     resp = await service.results.post("/results", json=[make_result(hops=1)])
     assert resp.status == 200

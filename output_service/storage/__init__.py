@@ -1,17 +1,22 @@
 """The storage seam: the only part of the service that knows SQLite.
 
 Handlers see `Storage` and its plain-data answers; the interface (submit a
-batch, stats, recent results, readiness, close) is narrow so that another
-backend could stand behind it later.
+batch, rotate, dump, list files, stats, recent results, readiness, close) is
+narrow so that another backend could stand behind it later.
+
+The service keeps `keep_files` results files; the newest is written, all of
+them are read. `/stats` totals cover the retained files (what `/recent` and
+`/dump` can still show): counted once per file at start-up, kept up to date in
+memory on every commit, and reduced when retention deletes a file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +25,18 @@ import structlog
 from output_service.config import Config
 from output_service.metrics import Metrics
 from output_service.models import Batch
-from output_service.storage import reader
-from output_service.storage.files import file_name_for, results_files, size_on_disk
+from output_service.storage import inventory, reader
+from output_service.storage.catalog import (
+    Catalog,
+    Dump,
+    InvalidFileNameError,
+    UnknownFileError,
+)
+from output_service.storage.files import size_on_disk, utc_text
 from output_service.storage.idempotency import IdempotencyCache
-from output_service.storage.results_file import BatchMeta, BatchOutcome, ResultsFile
+from output_service.storage.registry import FileEntry, FileRegistry
+from output_service.storage.results_file import BatchMeta, BatchOutcome
+from output_service.storage.rotator import RotationError, Rotator
 from output_service.storage.writer import (
     BeforeCommit,
     QueueFullError,
@@ -33,11 +46,15 @@ from output_service.storage.writer import (
 )
 
 __all__ = [
+    "Dump",
     "IdempotencyConflictError",
+    "InvalidFileNameError",
     "QueueFullError",
+    "RotationError",
     "Storage",
     "StorageError",
     "SubmitResult",
+    "UnknownFileError",
     "WriterClosedError",
 ]
 
@@ -53,14 +70,6 @@ class IdempotencyConflictError(Exception):
 class SubmitResult:
     count: int
     duplicate: bool = False
-
-
-def utc_text(moment: float) -> str:
-    return (
-        datetime.fromtimestamp(moment, UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 class Storage:
@@ -82,27 +91,20 @@ class Storage:
             config.idempotency_window_hours * 3600, config.idempotency_max_keys
         )
         self._in_flight: dict[str, asyncio.Future[BatchOutcome]] = {}
-        self.total_results = 0
-        self.failed_results = 0
+        self._registry = FileRegistry(on_deleted=self._deleted)
+        self._rotator = Rotator(config, metrics, self._registry, clock)
+        self._catalog = Catalog(config, metrics, self._registry)
         self.last_result_time: float | None = None
-        self.last_rotation: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
     async def open(self) -> None:
-        """Continue the newest results file (or start one), load counters and keys."""
-        db_dir = self._config.db_dir
-        await asyncio.to_thread(db_dir.mkdir, parents=True, exist_ok=True)
-        existing = await asyncio.to_thread(results_files, db_dir)
-        path = existing[-1] if existing else db_dir / file_name_for(self._clock(), set())
+        """Check every file in `db_dir`, continue the newest (or start one), load
+        counters and idempotency keys from all retained files, apply retention."""
         config = self._config
-        file = await asyncio.to_thread(
-            ResultsFile.open,
-            path,
-            synchronous=config.synchronous,
-            cache_size_mb=config.cache_size_mb,
-            wal_autocheckpoint=config.wal_autocheckpoint,
-        )
+        await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
+        await self._catalog.load(self._idempotency, self._clock() - self._idempotency.window_s)
+        file = await self._rotator.open_current()
         writer = Writer(
             file,
             max_group_results=config.commit_max_results,
@@ -112,23 +114,21 @@ class Storage:
             on_group=self._metrics.observe_commit,
             before_commit=self._before_commit,
             on_error=self._write_failed,
+            after_group=self._rotator.after_group,
         )
-        counts = await writer.run_in_thread(file.counts)
-        self.total_results, self.failed_results = counts.results, counts.failed
-        since = utc_text(self._clock() - self._idempotency.window_s)
-        for key, count, body_hash, received_at in await writer.run_in_thread(
-            lambda: file.recent_idempotency_keys(since)
-        ):
-            moment = datetime.fromisoformat(received_at).timestamp()
-            self._idempotency.remember(key, count, body_hash, moment)
+        self._rotator.attach(writer)
+        self._registry.retire(config.keep_files)
         writer.start()
         self._writer = writer
         self._metrics.queue_depth_fn(lambda: writer.queued_results)
+        self._metrics.current_file_bytes.set_function(lambda: size_on_disk(self.current_file))
+        self._metrics.retained_files.set_function(lambda: len(self._registry))
 
     async def close(self) -> None:
         """Commit everything queued and close the files."""
         if self._writer is not None:
             await self._writer.close()
+        await self._rotator.close()
 
     @property
     def writer(self) -> Writer:
@@ -139,6 +139,21 @@ class Storage:
     @property
     def current_file(self) -> Path:
         return self.writer.file.path
+
+    @property
+    def total_results(self) -> int:
+        return self._registry.totals()[0]
+
+    @property
+    def failed_results(self) -> int:
+        return self._registry.totals()[1]
+
+    @property
+    def last_rotation(self) -> float | None:
+        return self._rotator.last_rotation
+
+    def _deleted(self, entry: FileEntry) -> None:
+        self._metrics.deleted_files.inc()
 
     # -- ingest ------------------------------------------------------------
 
@@ -186,6 +201,7 @@ class Storage:
     def _committed(self, done: Sequence[tuple[BatchMeta, BatchOutcome]]) -> None:
         now = self._clock()
         stored = 0
+        current = self._registry.current  # rotation swaps files only between groups
         for meta, outcome in done:
             if meta.idempotency_key is not None:
                 self._idempotency.remember(
@@ -193,8 +209,8 @@ class Storage:
                 )
             if not outcome.duplicate:
                 stored += outcome.count
-                self.failed_results += outcome.failed
-        self.total_results += stored
+                current.failed += outcome.failed
+        current.results += stored
         if stored:
             self.last_result_time = now
         self._metrics.results_stored.inc(stored)
@@ -214,20 +230,33 @@ class Storage:
     def stats(self) -> dict[str, Any]:
         """The `stats` object of /health and /stats (Go service's field names)."""
         path = self.current_file
+        total, failed = self._registry.totals()
         return {
-            "total_results": self.total_results,
-            "successful_pings": self.total_results - self.failed_results,
-            "failed_pings": self.failed_results,
+            "total_results": total,
+            "successful_pings": total - failed,
+            "failed_pings": failed,
             "hops_discovered": 0,
             "hops_sent": 0,
             "last_result_time": _maybe_text(self.last_result_time),
             "current_db_file": path.name,
             "current_db_size": size_on_disk(path),
             "last_rotation": _maybe_text(self.last_rotation),
+            "retained_files": len(self._registry),
         }
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
-        return await reader.recent_results(self.current_file, limit, ip)
+        return await self._catalog.recent(limit, ip)
+
+    async def files(self) -> list[dict[str, Any]]:
+        return await self._catalog.files()
+
+    def dump(self, name: str | None = None) -> contextlib.AbstractAsyncContextManager[Dump]:
+        """A consistent copy of `name` (default: the current file) to stream."""
+        return self._catalog.dump(name)
+
+    async def rotate(self) -> str:
+        """Start a new file now (between transactions); returns its name."""
+        return await self._rotator.rotate_now()
 
     async def ready(self) -> bool:
         """The writer runs, its last transaction did not fail, and the current file

@@ -10,6 +10,15 @@ from pathlib import Path
 RESULTS_FILE = re.compile(r"results_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?\.db")
 
 
+def utc_text(moment: float) -> str:
+    """A moment as RFC 3339 UTC text with microseconds, as the JSON replies show it."""
+    return (
+        datetime.fromtimestamp(moment, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
+
 def file_name_for(moment: float, taken: set[str]) -> str:
     """A new file name for `moment`, with a numeric suffix if that second is taken."""
     stem = "results_" + datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d_%H-%M-%S")
@@ -21,16 +30,40 @@ def file_name_for(moment: float, taken: set[str]) -> str:
     return name
 
 
+def created_at(name: str) -> float:
+    """The UTC moment a results file was started, read back from its name."""
+    stamp = name[len("results_") : len("results_") + 19]
+    return datetime.strptime(stamp, "%Y-%m-%d_%H-%M-%S").replace(tzinfo=UTC).timestamp()
+
+
+def next_file_name(now: float, current: str | None, taken: set[str]) -> str:
+    """The name of the file after `current`: named for `now`, but never sorting
+    before `current` even if the clock stepped back, so "newest" stays "last"."""
+    moment = now if current is None else max(now, created_at(current))
+    taken = set(taken)
+    name = file_name_for(moment, taken)
+    while current is not None and name_key(name) <= name_key(current):
+        taken.add(name)
+        name = file_name_for(moment, taken)
+    return name
+
+
 def results_files(db_dir: Path) -> list[Path]:
     """Results files in `db_dir`, oldest first (the names sort by creation time)."""
     found = [p for p in db_dir.iterdir() if p.is_file() and RESULTS_FILE.fullmatch(p.name)]
-    return sorted(found, key=_sort_key)
+    return sorted(found, key=lambda p: name_key(p.name))
 
 
-def _sort_key(path: Path) -> tuple[str, int]:
-    stamp = path.name[len("results_") : len("results_") + 19]
-    rest = path.name[len("results_") + 19 : -len(".db")]
+def name_key(name: str) -> tuple[str, int]:
+    """Sort key of a results file name: its second, then its same-second suffix."""
+    stamp = name[len("results_") : len("results_") + 19]
+    rest = name[len("results_") + 19 : -len(".db")]
     return stamp, int(rest[1:]) if rest else 0
+
+
+def companions(path: Path) -> list[Path]:
+    """The files SQLite keeps next to a database: its WAL and shared-memory index."""
+    return [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
 
 
 def size_on_disk(path: Path) -> int:

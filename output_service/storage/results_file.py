@@ -223,27 +223,32 @@ class ResultsFile:
         self._next_trace = trace_id
         return BatchOutcome(count=len(batch.results), failed=failed, body_hash=meta.body_hash)
 
-    def counts(self) -> FileCounts:
-        row = self._conn.execute(
-            f"SELECT count(*), coalesce(sum({FAILED_SQL}), 0) FROM ping_results"
-        ).fetchone()
-        return FileCounts(results=int(row[0]), failed=int(row[1]))
-
-    def recent_idempotency_keys(self, since: str) -> list[tuple[str, int, str | None, str]]:
-        """Keys of batches received at or after `since`, oldest first."""
-        rows = self._conn.execute(
-            "SELECT idempotency_key, result_count, body_hash, received_at FROM batches"
-            " WHERE idempotency_key IS NOT NULL AND received_at >= ? ORDER BY id",
-            (since,),
-        ).fetchall()
-        return [(str(k), int(c), h, str(t)) for k, c, h, t in rows]
-
     def checkpoint(self) -> None:
         """Fold the WAL into the main file so the file stands alone."""
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self._conn.close()
+
+
+def file_counts(conn: sqlite3.Connection) -> FileCounts:
+    """How many results a file holds, and how many of them failed."""
+    row = conn.execute(
+        f"SELECT count(*), coalesce(sum({FAILED_SQL}), 0) FROM ping_results"
+    ).fetchone()
+    return FileCounts(results=int(row[0]), failed=int(row[1]))
+
+
+def idempotency_keys_since(
+    conn: sqlite3.Connection, since: str
+) -> list[tuple[str, int, str | None, str]]:
+    """Keys of batches received at or after `since`, oldest first."""
+    rows = conn.execute(
+        "SELECT idempotency_key, result_count, body_hash, received_at FROM batches"
+        " WHERE idempotency_key IS NOT NULL AND received_at >= ? ORDER BY id",
+        (since,),
+    ).fetchall()
+    return [(str(k), int(c), h, str(t)) for k, c, h, t in rows]
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ import contextlib
 import errno
 import sqlite3
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -69,7 +69,9 @@ class _Pending:
 
 @dataclass(slots=True)
 class _Command:
-    fn: Callable[[], Any]
+    """A coroutine the writer task awaits between transactions (commands, rotation)."""
+
+    fn: Callable[[], Awaitable[Any]]
     future: asyncio.Future[Any]
 
 
@@ -79,6 +81,9 @@ ErrorHook = Callable[["StorageError"], None]
 # Runs on the writer thread before the results transaction of a group (the hop
 # outbox uses it: its rows must be durable before the batch can be acknowledged).
 BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], None]
+# Awaited by the writer task after each group, before the next one is taken:
+# the size/age rotation check lives there, so a rotation falls between groups.
+AfterGroup = Callable[[], Awaitable[None]]
 
 
 class Writer:
@@ -95,6 +100,7 @@ class Writer:
         on_group: GroupHook | None = None,
         before_commit: BeforeCommit | None = None,
         on_error: ErrorHook | None = None,
+        after_group: AfterGroup | None = None,
     ) -> None:
         self.file = file
         # The error of the last failed transaction, until one commits again (/ready).
@@ -107,6 +113,7 @@ class Writer:
         self._on_commit = on_commit
         self._on_group = on_group
         self._before_commit = before_commit
+        self._after_group = after_group
         self._queue: deque[_Pending | _Command] = deque()
         self._queued_results = 0
         self._wakeup = asyncio.Event()
@@ -144,6 +151,15 @@ class Writer:
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread between two transactions."""
+        return await self.between(lambda: self.run_in_thread(fn))
+
+    async def between(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """Await `fn()` in the writer task between two transactions.
+
+        Unlike `call`, `fn` is a coroutine: it can run work on the writer thread
+        (`run_in_thread`) and then change what the writer holds (`file`) on the
+        event loop before the next group is taken.
+        """
         if self._closing:
             raise WriterClosedError("shutting down")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -182,6 +198,8 @@ class Writer:
             if self._max_delay > 0 and self._queued_results < self._max_group:
                 await asyncio.sleep(self._max_delay)
             await self._commit(self._take_group())
+            if self._after_group is not None:
+                await self._after_group()
 
     def _take_group(self) -> list[_Pending]:
         group: list[_Pending] = []
@@ -235,9 +253,8 @@ class Writer:
         return self.file.write_group(items)
 
     async def _run_command(self, command: _Command) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(self._executor, command.fn)
+            result = await command.fn()
         except Exception as exc:
             if not command.future.done():
                 command.future.set_exception(exc)

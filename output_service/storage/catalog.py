@@ -1,0 +1,166 @@
+"""The retained files as readers see them: the start-up scan, /recent, /files
+and /dump.
+
+Every read holds its file through the registry (`use`), so retention can retire
+a file at any moment without pulling it from under a reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from output_service.config import Config
+from output_service.metrics import Metrics
+from output_service.storage import inventory, reader
+from output_service.storage.files import (
+    RESULTS_FILE,
+    created_at,
+    results_files,
+    size_on_disk,
+    utc_text,
+)
+from output_service.storage.idempotency import IdempotencyCache
+from output_service.storage.registry import FileEntry, FileRegistry
+from output_service.storage.snapshot import backup_to, new_temp_path, result_span
+from output_service.storage.writer import StorageError
+
+log = structlog.get_logger("output_service.storage")
+
+
+class InvalidFileNameError(ValueError):
+    """Not a results file name at all (a path, `..`, another kind of file)."""
+
+
+class UnknownFileError(LookupError):
+    """A well-formed results file name that is not a retained file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dump:
+    """A file ready to stream: a snapshot copy, or a sealed file itself."""
+
+    path: Path
+    name: str
+    size: int
+
+
+class Catalog:
+    """Reads over every retained file of one Storage."""
+
+    def __init__(self, config: Config, metrics: Metrics, registry: FileRegistry) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._registry = registry
+
+    async def load(self, idempotency: IdempotencyCache, keys_since: float) -> None:
+        """Register every usable results file in `db_dir`, oldest first, and
+        remember its idempotency keys; move the unusable ones to quarantine."""
+        db_dir = self._config.db_dir
+        since = utc_text(keys_since)
+        for path in await asyncio.to_thread(results_files, db_dir):
+            try:
+                report = await asyncio.to_thread(inventory.inspect, path, since)
+            except inventory.UnusableFileError as exc:
+                moved = await asyncio.to_thread(inventory.quarantine, path)
+                self._metrics.quarantined_files.inc()
+                log.warning(
+                    "results file quarantined",
+                    file=path.name,
+                    reason=str(exc),
+                    moved_to=str(moved.relative_to(db_dir)),
+                )
+                continue
+            self._registry.add(FileEntry(path, report.results, report.failed, sealed=True))
+            for key, count, body_hash, received_at in report.keys:
+                moment = datetime.fromisoformat(received_at).timestamp()
+                idempotency.remember(key, count, body_hash, moment)
+
+    async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
+        """The newest results across retained files: the current file first, then
+        older files in turn until `limit` is reached. Ids are per file, so each
+        result also names its file."""
+        found: list[dict[str, Any]] = []
+        for entry in reversed(self._registry.entries):
+            if entry.retired:
+                continue
+            with self._registry.use(entry):
+                rows = await reader.recent_results(entry.path, limit - len(found), ip)
+            for row in rows:
+                row["file"] = entry.name
+            found.extend(rows)
+            if len(found) >= limit:
+                break
+        return found
+
+    async def files(self) -> list[dict[str, Any]]:
+        """The retained files, oldest first, with size, row count and time span."""
+        listing: list[dict[str, Any]] = []
+        current = self._registry.current
+        for entry in self._registry.entries:
+            if entry.retired:
+                continue
+            with self._registry.use(entry):
+                span = entry.span
+                if span is None:
+                    span = await asyncio.to_thread(result_span, entry.path)
+                    if entry.sealed:  # a sealed file never changes: ask once
+                        entry.span = span
+                size = size_on_disk(entry.path)
+            listing.append(
+                {
+                    "name": entry.name,
+                    "size": size,
+                    "results": entry.results,
+                    "first_result": span[0],
+                    "last_result": span[1],
+                    "created": utc_text(created_at(entry.name)),
+                    "current": entry is current,
+                }
+            )
+        return listing
+
+    @contextlib.asynccontextmanager
+    async def dump(self, name: str | None = None) -> AsyncIterator[Dump]:
+        """A file to stream for `name` (default: the current file), held so that
+        retention cannot delete it meanwhile.
+
+        A sealed file is served as it is. A file that is still written (or still
+        being sealed) is first copied with the online backup API into a temp
+        file, which is removed when the caller leaves the block, however it does.
+        """
+        entry = self._registry.current if name is None else self._retained(name)
+        with self._registry.use(entry):
+            if entry.sealed:
+                yield Dump(entry.path, entry.name, entry.path.stat().st_size)
+                return
+            temp = new_temp_path(inventory.temp_dir(self._config.db_dir))
+            copy = asyncio.ensure_future(asyncio.to_thread(backup_to, entry.path, temp))
+            try:
+                try:
+                    size = await asyncio.shield(copy)
+                except (OSError, sqlite3.Error) as exc:
+                    raise StorageError(f"snapshot failed: {exc}") from exc
+                yield Dump(temp, entry.name, size)
+            finally:
+                if not copy.done():  # cancelled while copying: let the thread finish first
+                    await asyncio.wait([copy])
+                    if not copy.cancelled():
+                        copy.exception()  # retrieved, so asyncio does not log it
+                temp.unlink(missing_ok=True)
+
+    def _retained(self, name: str) -> FileEntry:
+        if not RESULTS_FILE.fullmatch(name):
+            raise InvalidFileNameError(f"not a results file name: {name!r}")
+        entry = self._registry.get(name)
+        if entry is None or entry.retired:
+            raise UnknownFileError(f"no retained file named {name}")
+        return entry

@@ -1,0 +1,209 @@
+"""Rotation as a writer step: start a new file between two transactions.
+
+The writer task runs `rotate()` between groups (after a commit when the size
+or age limit is reached, or when `/rotate` asks), so a batch is never split
+across files and nothing queued is lost: batches that arrive meanwhile wait in
+the queue and go to the new file. The writer is paused only while the new file
+is created; the old one is checkpointed, closed and sealed on another thread
+afterwards, and retention runs once that is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from output_service.config import Config
+from output_service.metrics import Metrics
+from output_service.storage.files import created_at, next_file_name, size_on_disk
+from output_service.storage.inventory import temp_dir
+from output_service.storage.registry import FileEntry, FileRegistry
+from output_service.storage.results_file import ResultsFile
+from output_service.storage.rotation import Reason, RotationPolicy
+from output_service.storage.snapshot import seal
+from output_service.storage.writer import Writer
+
+log = structlog.get_logger("output_service.storage")
+
+# After a failed automatic rotation (disk full, permissions), wait this long
+# before trying again instead of retrying after every commit.
+RETRY_AFTER_S = 60.0
+
+
+class RotationError(Exception):
+    """A new results file could not be created; writing goes on in the old one."""
+
+
+def open_results_file(config: Config, path: Path) -> ResultsFile:
+    return ResultsFile.open(
+        path,
+        synchronous=config.synchronous,
+        cache_size_mb=config.cache_size_mb,
+        wal_autocheckpoint=config.wal_autocheckpoint,
+    )
+
+
+def create_results_file(config: Config, path: Path, tmp_dir: Path) -> ResultsFile:
+    """A new file that appears in `db_dir` with its full schema or not at all.
+
+    The schema is made in `tmp_dir` and the file renamed into place, so an
+    operator (or a restart after a crash) never finds a half-made file.
+    """
+    staging = tmp_dir / path.name
+    open_results_file(config, staging).close()
+    staging.replace(path)
+    return open_results_file(config, path)
+
+
+class Rotator:
+    """Decides and performs rotations and retention for one Storage."""
+
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics,
+        registry: FileRegistry,
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._registry = registry
+        self._clock = clock
+        self.policy = RotationPolicy.from_limits(config.max_size_mb, config.rotation_days)
+        self._writer: Writer | None = None
+        self._retry_at = float("-inf")
+        self._sealing: set[asyncio.Task[None]] = set()
+        self.last_rotation: float | None = None
+
+    def attach(self, writer: Writer) -> None:
+        self._writer = writer
+
+    async def open_current(self) -> ResultsFile:
+        """At start-up, after the retained files are registered: continue the
+        newest if it is within both limits, else start a new file."""
+        config = self._config
+        db_dir = config.db_dir
+        entries = self._registry.entries
+        newest = entries[-1] if entries else None
+        reason = self.due(newest.path) if newest is not None else None
+        if newest is not None and reason is None:
+            newest.sealed = False
+            self.last_rotation = created_at(newest.name)
+            return await asyncio.to_thread(open_results_file, config, newest.path)
+        taken = set(await asyncio.to_thread(os.listdir, db_dir))
+        name = next_file_name(self._clock(), newest.name if newest else None, taken)
+        current = self._registry.add(FileEntry(db_dir / name))
+        if newest is not None and reason is not None:
+            self._metrics.rotations.labels(reason=reason.value).inc()
+            log.info("rotated at start-up", reason=reason.value, old=newest.name, new=name)
+        self.last_rotation = created_at(name)
+        return await asyncio.to_thread(create_results_file, config, current.path, temp_dir(db_dir))
+
+    def due(self, path: Path) -> Reason | None:
+        """Is a rotation of `path` due now?"""
+        return self.policy.reason(size_on_disk(path), self._clock() - created_at(path.name))
+
+    async def after_group(self) -> None:
+        """The writer's after-group hook: rotate when a limit is reached.
+
+        Never raises: a failed rotation is logged and counted, and the writer
+        keeps committing to the current file.
+        """
+        now = self._clock()
+        if now < self._retry_at:
+            return
+        try:
+            reason = self.due(self._registry.current.path)
+            if reason is not None:
+                await self.rotate(reason)
+        except RotationError:
+            self._retry_at = now + RETRY_AFTER_S
+        except Exception:  # a bug here must not stop the writer
+            log.exception("rotation check failed")
+            self._retry_at = now + RETRY_AFTER_S
+
+    async def rotate_now(self) -> str:
+        """Rotate between transactions (POST /rotate); returns the new file name
+        once the old file is sealed and retention has run."""
+        writer = self._require_writer()
+        name, sealing = await writer.between(lambda: self.rotate(Reason.MANUAL))
+        await asyncio.shield(sealing)
+        return name
+
+    async def rotate(self, reason: Reason) -> tuple[str, asyncio.Task[None]]:
+        """In the writer task: open the next file, swap, and seal the old one in
+        the background (the returned task)."""
+        writer = self._require_writer()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        now = self._clock()
+        current = self._registry.current
+        db_dir = self._config.db_dir
+        config = self._config
+
+        def open_next() -> ResultsFile:
+            name = next_file_name(now, current.name, set(os.listdir(db_dir)))
+            return create_results_file(config, db_dir / name, temp_dir(db_dir))
+
+        try:
+            new_file = await writer.run_in_thread(open_next)
+        except Exception as exc:
+            self._metrics.rotation_errors.inc()
+            log.error(
+                "rotation failed, still writing the old file", file=current.name, error=str(exc)
+            )
+            raise RotationError(f"cannot start a new results file: {exc}") from exc
+        old_file = writer.file
+        writer.file = new_file
+        self._registry.acquire(current)  # sealing reads it: retention must wait
+        self._registry.add(FileEntry(new_file.path))
+        self.last_rotation = now
+        paused = loop.time() - started
+        self._metrics.rotations.labels(reason=reason.value).inc()
+        self._metrics.rotation_pause.observe(paused)
+        log.info(
+            "rotated",
+            reason=reason.value,
+            old=current.name,
+            new=new_file.path.name,
+            writer_paused_ms=round(paused * 1000, 3),
+        )
+        task = loop.create_task(self._seal(old_file, current), name=f"seal {current.name}")
+        self._sealing.add(task)
+        task.add_done_callback(self._sealing.discard)
+        return new_file.path.name, task
+
+    async def _seal(self, file: ResultsFile, entry: FileEntry) -> None:
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.to_thread(_checkpoint_and_close, file)
+            entry.sealed = True
+            took = asyncio.get_running_loop().time() - started
+            log.info("sealed", file=entry.name, seal_ms=round(took * 1000, 3))
+        except Exception as exc:  # the data is committed; only the tidy-up failed
+            log.warning("sealing the old results file failed", file=entry.name, error=str(exc))
+        finally:
+            self._registry.release(entry)
+        self._registry.retire(self._config.keep_files)
+
+    async def close(self) -> None:
+        """Wait for old files still being sealed (after the writer has stopped)."""
+        if self._sealing:
+            await asyncio.gather(*self._sealing, return_exceptions=True)
+
+    def _require_writer(self) -> Writer:
+        if self._writer is None:
+            raise RuntimeError("storage is not open")
+        return self._writer
+
+
+def _checkpoint_and_close(file: ResultsFile) -> None:
+    try:
+        file.checkpoint()
+    finally:
+        file.close()
+    seal(file.path)
