@@ -21,7 +21,7 @@ from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging
 from output_service.services import Services
-from output_service.storage.schema import SchemaError
+from output_service.storage import OPEN_ERRORS
 
 log = structlog.get_logger("output_service")
 
@@ -61,7 +61,7 @@ async def serve(config: Config) -> None:
     )
     try:
         await results_runner.setup()
-    except (OSError, SchemaError) as exc:
+    except OPEN_ERRORS as exc:
         raise ConfigError(
             "db_dir", f"cannot open a results file in {config.db_dir}: {exc}"
         ) from None

@@ -57,6 +57,7 @@ def test_serves_stores_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
         str(db_dir),
         "--input-url",
         "",
+        "-v",
     )
     try:
         assert listening["db_dir"] == str(db_dir)
@@ -72,6 +73,7 @@ def test_serves_stores_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=DEADLINE_S)
     assert proc.returncode == 0, err
     assert '"event": "stopped"' in out
+    assert '"event": "group committed"' in out  # -v adds debug lines
     (file,) = results_files(db_dir)
     conn = sqlite3.connect(file)
     assert conn.execute("SELECT count(*) FROM ping_results").fetchone() == (3,)
@@ -148,3 +150,30 @@ def test_version_and_help() -> None:
         "--config",
     ):
         assert flag in helptext.stdout
+
+
+def test_unreadable_state_db_is_one_line_and_status_2(tmp_path: Path) -> None:
+    db_dir = tmp_path / "data"
+    db_dir.mkdir()
+    (db_dir / "state.db").write_bytes(b"this is not an SQLite file" * 100)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "output_service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--health-port",
+            "0",
+            "--db-dir",
+            str(db_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("output-service: db_dir: ")
+    assert "Traceback" not in proc.stderr

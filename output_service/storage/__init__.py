@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from output_service.storage.idempotency import IdempotencyCache
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import BatchMeta, BatchOutcome
 from output_service.storage.rotator import RotationError, Rotator
+from output_service.storage.schema import SchemaError
 from output_service.storage.writer import (
     BeforeCommit,
     QueueFullError,
@@ -45,7 +47,12 @@ from output_service.storage.writer import (
     WriterClosedError,
 )
 
+# What opening the storage can fail with: I/O, or a file SQLite cannot
+# read (the CLI turns these into one line and exit status 2).
+OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, SchemaError, sqlite3.DatabaseError)
+
 __all__ = [
+    "OPEN_ERRORS",
     "Dump",
     "IdempotencyConflictError",
     "InvalidFileNameError",
@@ -214,6 +221,7 @@ class Storage:
         if stored:
             self.last_result_time = now
         self._metrics.results_stored.inc(stored)
+        log.debug("group committed", batches=len(done), results=stored, file=current.path.name)
         self._idempotency.expire(now)
 
     def _write_failed(self, error: StorageError) -> None:
