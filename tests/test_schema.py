@@ -18,7 +18,6 @@ from output_service.storage.schema import (
 )
 from tests.conftest import StartService, make_result, query
 
-
 INDEXES = "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'idx_%'"
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from output_service.storage.schema import add_sealed_indexes
 
-# Page cache of a connection that builds an index: the sort behind CREATE INDEX
-# keeps this much in memory before it spills sorted runs to temp files.
-INDEX_BUILD_CACHE_MB = 32
+# Index builds keep SQLite's default page cache (2 MB): measured on a 110 MB
+# file, CREATE INDEX took 1.0 s with it and 1.4/1.9/2.1 s with 8/32/64 MB.
+
 # How long sealing waits for readers of the old file before folding its WAL in.
 CHECKPOINT_WAIT_MS = 5000
 
@@ -33,17 +33,17 @@ def seal(path: Path) -> bool:
 
     The index is built first, while the file is still in WAL mode, so readers
     of the file (`/recent`, `/files`, a `/dump` snapshot) go on reading during
-    the build. Then the WAL is folded into the main file (a reader that holds
-    on longer than CHECKPOINT_WAIT_MS makes this fail: the file is not sealed
-    then, and start-up finishes it). Last, the file is put in rollback-journal
-    mode, since with a WAL header every read-only reader would leave an empty
-    `-wal` and `-shm` beside it; that part is best effort: while someone still
-    has the file open the switch is refused, and the file stays a valid WAL
-    database that holds everything in its main file.
+    the build. Then the WAL is folded into the main file; a reader that holds
+    on longer than CHECKPOINT_WAIT_MS makes this fail, and the file is not
+    sealed: `/dump?file=` serves snapshots of it and start-up finishes it.
+    Last, the file is put in rollback-journal mode, since with a WAL header
+    every read-only reader would leave an empty `-wal` and `-shm` beside it.
+    That part is best effort: while someone still has the file open the switch
+    is refused, and the file stays a valid WAL database that holds everything
+    in its main file.
     """
     conn = sqlite3.connect(path, isolation_level=None, timeout=CHECKPOINT_WAIT_MS / 1000)
     try:
-        conn.execute(f"PRAGMA cache_size=-{INDEX_BUILD_CACHE_MB * 1024}")
         built = add_sealed_indexes(conn)
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
@@ -78,7 +78,6 @@ def backup_to(source: Path, dest: Path) -> int:
             dst.execute("PRAGMA journal_mode=DELETE")
             # A temp file: if the machine dies meanwhile, start-up removes it.
             dst.execute("PRAGMA synchronous=OFF")
-            dst.execute(f"PRAGMA cache_size=-{INDEX_BUILD_CACHE_MB * 1024}")
             add_sealed_indexes(dst)
         finally:
             dst.close()
