@@ -12,9 +12,13 @@ from output_service.storage.schema import (
     SEED_INDEXES,
     SEED_TABLES,
     SchemaError,
+    add_sealed_indexes,
+    index_names,
     migrate,
 )
 from tests.conftest import StartService, make_result, query
+
+INDEXES = "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'idx_%'"
 
 
 def seed_file(path: Path) -> None:
@@ -58,6 +62,8 @@ async def test_go_file_is_migrated_and_continued(
     ]
     stats = await (await service.health.get("/stats")).json()
     assert stats["total_results"] == 2
+    # continued as the live file: the Go file's hop-IP index is dropped
+    assert "idx_traceroute_hops_ip" not in {r[0] for r in query(old, INDEXES)}
 
 
 def test_seed_tables_columns_and_indexes_are_all_there(tmp_path: Path) -> None:
@@ -81,20 +87,20 @@ def test_seed_tables_columns_and_indexes_are_all_there(tmp_path: Path) -> None:
     ]
     assert columns["traceroute_results"] == ["id", "ping_result_id", "method", "completed", "error"]
     assert columns["traceroute_hops"] == ["id", "traceroute_id", "ttl", "ip", "rtt", "timeout"]
-    indexes = {
-        r[0]
-        for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type='index' AND name LIKE 'idx_%'"
-        )
-    }
-    assert indexes == {
+    live = {
         "idx_ping_results_ip",
         "idx_ping_results_timestamp",
         "idx_traceroute_results_ping_result_id",
         "idx_traceroute_hops_traceroute_id",
-        "idx_traceroute_hops_ip",
     }
+    # a new file is the live one: every seed index but the one on hop IPs
+    assert {r[0] for r in conn.execute(INDEXES)} == live
     assert migrate(conn) == SCHEMA_VERSION  # idempotent
+    # sealing adds it: a sealed file has all five seed indexes
+    assert add_sealed_indexes(conn) is True
+    assert {r[0] for r in conn.execute(INDEXES)} == live | {"idx_traceroute_hops_ip"}
+    assert index_names(conn) == live | {"idx_traceroute_hops_ip"}
+    assert add_sealed_indexes(conn) is False  # idempotent
     conn.close()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from output_service.storage.files import companions
 from output_service.storage.results_file import file_counts, idempotency_keys_since
-from output_service.storage.schema import SCHEMA_VERSION, migrate
+from output_service.storage.schema import SCHEMA_VERSION, drop_live_only_indexes, migrate
 
 QUARANTINE_DIR = "quarantine"
 TEMP_DIR = "tmp"
@@ -51,7 +51,9 @@ def prepare_dir(db_dir: Path) -> None:
 def inspect(path: Path, keys_since: str) -> FileReport:
     """Check, migrate and count one file, and leave it sealed (rollback-journal
     mode, so read-only readers create no `-wal`/`-shm` beside it; the file that
-    is continued is switched back to WAL when the writer opens it)."""
+    is continued is switched back to WAL when the writer opens it). Indexes
+    are left as they are: once the rotator knows which file is continued, it
+    makes that one live and seals the others (`make_live`, `snapshot.seal`)."""
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
@@ -73,6 +75,20 @@ def inspect(path: Path, keys_since: str) -> FileReport:
     finally:
         conn.close()
     return FileReport(path, counts.results, counts.failed, keys)
+
+
+def make_live(path: Path) -> bool:
+    """Drop the hop-IP index of the file that is continued as the live one (a
+    Go file, or one from a version that kept the index live); True if dropped.
+
+    Dropping it once at start-up is cheaper than maintaining it for every insert
+    until the next rotation, and seal builds it again in one go.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    try:
+        return drop_live_only_indexes(conn)
+    finally:
+        conn.close()
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -5,7 +5,8 @@ or age limit is reached, or when `/rotate` asks), so a batch is never split
 across files and nothing queued is lost: batches that arrive meanwhile wait in
 the queue and go to the new file. The writer is paused only while the new file
 is created; the old one is checkpointed, closed and sealed on another thread
-afterwards, and retention runs once that is done.
+afterwards (which builds its hop-IP index: see `schema`), and retention runs
+once that is done.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import structlog
 from output_service.config import Config
 from output_service.metrics import Metrics
 from output_service.storage.files import created_at, next_file_name, size_on_disk
-from output_service.storage.inventory import temp_dir
+from output_service.storage.inventory import make_live, temp_dir
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import ResultsFile
 from output_service.storage.rotation import Reason, RotationPolicy
@@ -93,15 +94,49 @@ class Rotator:
         if newest is not None and reason is None:
             newest.sealed = False
             self.last_rotation = created_at(newest.name)
-            return await asyncio.to_thread(open_results_file, config, newest.path)
-        taken = set(await asyncio.to_thread(os.listdir, db_dir))
-        name = next_file_name(self._clock(), newest.name if newest else None, taken)
-        current = self._registry.add(FileEntry(db_dir / name))
-        if newest is not None and reason is not None:
-            self._metrics.rotations.labels(reason=reason.value).inc()
-            log.info("rotated at start-up", reason=reason.value, old=newest.name, new=name)
-        self.last_rotation = created_at(name)
-        return await asyncio.to_thread(create_results_file, config, current.path, temp_dir(db_dir))
+            started = asyncio.get_running_loop().time()
+            if await asyncio.to_thread(make_live, newest.path):
+                took = asyncio.get_running_loop().time() - started
+                log.info(
+                    "hop-IP index dropped from the continued file",
+                    file=newest.name,
+                    took_ms=round(took * 1000, 3),
+                )
+            file = await asyncio.to_thread(open_results_file, config, newest.path)
+        else:
+            taken = set(await asyncio.to_thread(os.listdir, db_dir))
+            name = next_file_name(self._clock(), newest.name if newest else None, taken)
+            current = self._registry.add(FileEntry(db_dir / name))
+            if newest is not None and reason is not None:
+                self._metrics.rotations.labels(reason=reason.value).inc()
+                log.info("rotated at start-up", reason=reason.value, old=newest.name, new=name)
+            self.last_rotation = created_at(name)
+            file = await asyncio.to_thread(
+                create_results_file, config, current.path, temp_dir(db_dir)
+            )
+        await self._finish_sealed()
+        return file
+
+    async def _finish_sealed(self) -> None:
+        """At start-up: every retained file but the current one gets the seed
+        indexes it lacks. A crash between a rotation and the end of its seal, or
+        the newest file rotated at start-up, leaves one without the hop-IP index.
+        Retention runs first, so no index is built for a file about to go."""
+        self._registry.retire(self._config.keep_files)
+        current = self._registry.current
+        for entry in self._registry.entries:
+            if entry is current:
+                continue
+            started = asyncio.get_running_loop().time()
+            try:
+                built = await asyncio.to_thread(seal, entry.path)
+            except Exception as exc:  # the data is there; only the index is not
+                entry.sealed = False  # served through a snapshot, which builds it
+                log.warning("cannot seal a results file", file=entry.name, error=str(exc))
+                continue
+            if built:
+                took = asyncio.get_running_loop().time() - started
+                log.info("sealed at start-up", file=entry.name, seal_ms=round(took * 1000, 3))
 
     def due(self, path: Path) -> Reason | None:
         """Is a rotation of `path` due now?"""
@@ -180,10 +215,12 @@ class Rotator:
     async def _seal(self, file: ResultsFile, entry: FileEntry) -> None:
         started = asyncio.get_running_loop().time()
         try:
-            await asyncio.to_thread(_checkpoint_and_close, file)
+            built = await asyncio.to_thread(_checkpoint_and_close, file)
             entry.sealed = True
             took = asyncio.get_running_loop().time() - started
-            log.info("sealed", file=entry.name, seal_ms=round(took * 1000, 3))
+            log.info(
+                "sealed", file=entry.name, seal_ms=round(took * 1000, 3), hop_index_built=built
+            )
         except Exception as exc:  # the data is committed; only the tidy-up failed
             log.warning("sealing the old results file failed", file=entry.name, error=str(exc))
         finally:
@@ -201,9 +238,11 @@ class Rotator:
         return self._writer
 
 
-def _checkpoint_and_close(file: ResultsFile) -> None:
+def _checkpoint_and_close(file: ResultsFile) -> bool:
+    """Fold the writer's WAL in and close it, then seal the file (which builds
+    the hop-IP index); True if the index was built."""
     try:
         file.checkpoint()
     finally:
         file.close()
-    seal(file.path)
+    return seal(file.path)

@@ -4,10 +4,19 @@ The first three tables and their indexes are the Go service's schema (version
 0 here: its files carry no `user_version`); tools and dashboards read them, so
 their names and columns never change. Version 1 adds the `batches` table (who
 sent what, and idempotency keys) and two columns on `ping_results`.
+
+Live and sealed files differ by one index. `SEED_INDEXES` (all five of the Go
+service) is what every sealed file has. The live file, the one the writer
+writes, goes without `idx_traceroute_hops_ip`: random inserts into that index
+cost about 40% of the insert rate and more as the file grows, so it is built
+once, in bulk, when the file is sealed (`add_sealed_indexes`). Until then the
+live file answers hop-IP queries by a scan. No schema version marks this: a
+file's state is simply which indexes `sqlite_master` lists.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 SCHEMA_VERSION = 1
@@ -40,14 +49,23 @@ CREATE TABLE IF NOT EXISTS traceroute_hops (
 );
 """
 
-SEED_INDEXES = """
+# The seed indexes the live file keeps (reads by result, time and traceroute).
+LIVE_INDEXES = """
 CREATE INDEX IF NOT EXISTS idx_ping_results_ip ON ping_results(ip);
 CREATE INDEX IF NOT EXISTS idx_ping_results_timestamp ON ping_results(timestamp);
 CREATE INDEX IF NOT EXISTS idx_traceroute_results_ping_result_id
     ON traceroute_results(ping_result_id);
 CREATE INDEX IF NOT EXISTS idx_traceroute_hops_traceroute_id ON traceroute_hops(traceroute_id);
-CREATE INDEX IF NOT EXISTS idx_traceroute_hops_ip ON traceroute_hops(ip);
 """
+
+# Built when a file is sealed; never maintained row by row in the live file.
+HOP_IP_INDEX_NAME = "idx_traceroute_hops_ip"
+HOP_IP_INDEX = f"""
+CREATE INDEX IF NOT EXISTS {HOP_IP_INDEX_NAME} ON traceroute_hops(ip);
+"""
+
+# Every seed index: the truth for sealed files (and Go-era files).
+SEED_INDEXES = LIVE_INDEXES + HOP_IP_INDEX
 
 _V1 = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -64,6 +82,7 @@ ALTER TABLE ping_results ADD COLUMN raw TEXT;
 """
 
 MIGRATIONS: dict[int, str] = {1: _V1}
+SEED_INDEX_NAMES = frozenset(re.findall(r"CREATE INDEX IF NOT EXISTS (\w+)", SEED_INDEXES))
 
 
 class SchemaError(Exception):
@@ -71,17 +90,19 @@ class SchemaError(Exception):
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Create the schema on an empty file or bring an older file forward.
+    """Create the live schema on an empty file or bring an older file forward.
 
     Runs in one transaction, so a crash mid-migration leaves the file as it was.
-    Returns the version the file had before.
+    An empty file gets the seed tables with `LIVE_INDEXES` (a new file is always
+    the live one); a Go file keeps the indexes it has. Returns the version the
+    file had before.
     """
     before = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if before > SCHEMA_VERSION:
         raise SchemaError(f"schema version {before} is newer than this service ({SCHEMA_VERSION})")
     if before == SCHEMA_VERSION:
         return before
-    statements = [SEED_TABLES, SEED_INDEXES] if before == 0 else []
+    statements = [SEED_TABLES, LIVE_INDEXES] if before == 0 else []
     statements += [MIGRATIONS[v] for v in range(before + 1, SCHEMA_VERSION + 1)]
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -94,6 +115,42 @@ def migrate(conn: sqlite3.Connection) -> int:
         conn.execute("ROLLBACK")
         raise
     return before
+
+
+def index_names(conn: sqlite3.Connection) -> set[str]:
+    """The names of the seed indexes (`idx_...`) a file has."""
+    rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'idx_%'")
+    return {str(row[0]) for row in rows}
+
+
+def add_sealed_indexes(conn: sqlite3.Connection) -> bool:
+    """Give a file every seed index it lacks (in practice: build the hop-IP index
+    of a file being sealed). True if anything was built.
+
+    One `CREATE INDEX` sorts the column once and writes the index pages in
+    order, far cheaper than the same index grown row by row; in WAL mode
+    readers of the file go on reading while it runs.
+    """
+    if SEED_INDEX_NAMES.issubset(index_names(conn)):
+        return False
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _split(SEED_INDEXES):
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+def drop_live_only_indexes(conn: sqlite3.Connection) -> bool:
+    """Make a file live again: drop the hop-IP index if it has one (a Go file, or
+    a file sealed by an older version, that is continued). True if dropped."""
+    if HOP_IP_INDEX_NAME not in index_names(conn):
+        return False
+    conn.execute(f"DROP INDEX IF EXISTS {HOP_IP_INDEX_NAME}")
+    return True
 
 
 def _split(script: str) -> list[str]:

@@ -3,6 +3,9 @@
 Both run on worker threads with their own plain sqlite3 connections, never on
 the writer's thread: a snapshot of a large file takes a while and ingest keeps
 committing meanwhile (WAL lets a reader and the writer run side by side).
+
+Both also build the hop-IP index that the live file goes without (see
+`schema`), so that every sealed file and every backup has the full seed schema.
 """
 
 from __future__ import annotations
@@ -12,21 +15,45 @@ import sqlite3
 import uuid
 from pathlib import Path
 
+from output_service.storage.schema import add_sealed_indexes
 
-def seal(path: Path) -> None:
-    """Put a closed results file in rollback-journal mode.
+# Index builds keep SQLite's default page cache (2 MB): measured on a 110 MB
+# file, CREATE INDEX took 1.0 s with it and 1.4/1.9/2.1 s with 8/32/64 MB.
 
-    After the writer's TRUNCATE checkpoint the file holds everything, but its
-    header still says WAL, and every read-only reader would then leave an empty
-    `-wal` and a `-shm` beside it. Best effort: while someone still reads the
-    file the switch is refused, and the file stays a valid WAL database.
+# How long sealing waits for readers of the old file before folding its WAL in.
+CHECKPOINT_WAIT_MS = 5000
+
+
+class SealError(Exception):
+    """The file could not be made to stand alone; it is left unsealed."""
+
+
+def seal(path: Path) -> bool:
+    """Finish a rotated, closed results file; True if its hop-IP index was built.
+
+    The index is built first, while the file is still in WAL mode, so readers
+    of the file (`/recent`, `/files`, a `/dump` snapshot) go on reading during
+    the build. Then the WAL is folded into the main file; a reader that holds
+    on longer than CHECKPOINT_WAIT_MS makes this fail, and the file is not
+    sealed: `/dump?file=` serves snapshots of it and start-up finishes it.
+    Last, the file is put in rollback-journal mode, since with a WAL header
+    every read-only reader would leave an empty `-wal` and `-shm` beside it.
+    That part is best effort: while someone still has the file open the switch
+    is refused, and the file stays a valid WAL database that holds everything
+    in its main file.
     """
-    conn = sqlite3.connect(path, isolation_level=None, timeout=0.5)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=CHECKPOINT_WAIT_MS / 1000)
     try:
+        built = add_sealed_indexes(conn)
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise SealError(f"readers kept {path.name}'s WAL from being folded in")
+        conn.execute("PRAGMA busy_timeout=500")
         with contextlib.suppress(sqlite3.OperationalError):
             conn.execute("PRAGMA journal_mode=DELETE")
     finally:
         conn.close()
+    return built
 
 
 def new_temp_path(tmp_dir: Path) -> Path:
@@ -39,6 +66,8 @@ def backup_to(source: Path, dest: Path) -> int:
     The online backup API copies every page in a single step, so the copy is
     the database as of one commit: everything acknowledged before the call is
     in it, and a transaction committing meanwhile is either wholly in or out.
+    A copy of the live file then gets the hop-IP index built, so that a backup
+    is a full seed-schema file like every sealed one.
     """
     src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     try:
@@ -47,6 +76,9 @@ def backup_to(source: Path, dest: Path) -> int:
             src.backup(dst)
             # A single self-contained file for whoever downloads it.
             dst.execute("PRAGMA journal_mode=DELETE")
+            # A temp file: if the machine dies meanwhile, start-up removes it.
+            dst.execute("PRAGMA synchronous=OFF")
+            add_sealed_indexes(dst)
         finally:
             dst.close()
     finally:
