@@ -15,6 +15,7 @@ import json
 import sqlite3
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,32 +58,48 @@ def build_rows(results: list[dict[str, Any]]) -> tuple[list[Any], list[Any], lis
     return batches, pings, traces, hops
 
 
-def open_db(path: Path, *, hop_ip_index: bool = True) -> sqlite3.Connection:
-    """A fresh file with the service's schema and its default PRAGMAs."""
+def open_db(
+    path: Path, *, hop_ip_index: bool = True, page_size: int = 0, pragmas: Sequence[str] = ()
+) -> sqlite3.Connection:
+    """A fresh file with the service's schema and its default PRAGMAs (then `pragmas`)."""
     defaults = Config()
     conn = sqlite3.connect(path, isolation_level=None)
+    if page_size:
+        conn.execute(f"PRAGMA page_size={page_size}")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={defaults.synchronous}")
     conn.execute(f"PRAGMA cache_size=-{defaults.cache_size_mb * 1024}")
     conn.execute(f"PRAGMA wal_autocheckpoint={defaults.wal_autocheckpoint}")
+    for pragma in pragmas:
+        conn.execute(f"PRAGMA {pragma}")
     migrate(conn)
     if not hop_ip_index:
         conn.execute("DROP INDEX idx_traceroute_hops_ip")
     return conn
 
 
-def measure(db_dir: Path, total: int, hops: int, *, hop_ip_index: bool = True) -> dict[str, Any]:
-    """Insert `total` results, PER_TXN per transaction; results/s over the whole run and
-    the time after each transaction (`curve`)."""
+def measure(
+    db_dir: Path,
+    total: int,
+    hops: int,
+    *,
+    hop_ip_index: bool = True,
+    keep: bool = False,
+    per_txn: int = PER_TXN,
+    page_size: int = 0,
+    pragmas: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Insert `total` results, `per_txn` per transaction; results/s over the whole run
+    and the time after each transaction (`curve`). `keep` leaves the file at `path`."""
     results = make_results(total, hops, POOL_SEED)  # the load generator's results
     batches, pings, traces, hop_rows = build_rows(results)
     path = db_dir / f"ceiling-{hops}-{int(hop_ip_index)}.db"
-    conn = open_db(path, hop_ip_index=hop_ip_index)
+    conn = open_db(path, hop_ip_index=hop_ip_index, page_size=page_size, pragmas=pragmas)
     per_result_hops = hops
     curve: list[tuple[int, float]] = []
     started = time.perf_counter()
-    for lo in range(0, total, PER_TXN):
-        hi = min(lo + PER_TXN, total)
+    for lo in range(0, total, per_txn):
+        hi = min(lo + per_txn, total)
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(
             "INSERT INTO batches (id, received_at, remote, node_id, idempotency_key, body_hash,"
@@ -111,7 +128,8 @@ def measure(db_dir: Path, total: int, hops: int, *, hop_ip_index: bool = True) -
     conn.close()
     size = sum(p.stat().st_size for p in db_dir.glob(path.name + "*"))
     for p in db_dir.glob(path.name + "*"):
-        p.unlink()
+        if not keep:
+            p.unlink()
     return {
         "results_per_s": total / seconds,
         "seconds": seconds,
@@ -120,6 +138,7 @@ def measure(db_dir: Path, total: int, hops: int, *, hop_ip_index: bool = True) -
         "hop_ip_index": hop_ip_index,
         "bytes": size,
         "curve": curve,
+        "path": str(path),
     }
 
 

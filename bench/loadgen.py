@@ -151,6 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             await closed_loop(session, args.url, bodies, args.batch, args.concurrency, window, sent)
         else:
             await open_loop(session, args.url, bodies, args.batch, args.rate, window, sent)
+        await asyncio.sleep(max(0.0, window.end - loop.time()) + 0.01)  # let "end" be said
         marker.cancel()
         end_marker.cancel()
     cpu = time.process_time() - window.cpu_start

@@ -29,7 +29,7 @@ from typing import Any
 
 from bench import ceiling
 from bench.payload import HOPS, pool_file, shape_name
-from bench.server import Server
+from bench.server import Server, machine_cpu_seconds
 
 OUT = Path(".bench")
 
@@ -80,17 +80,23 @@ def run_cell(cell: Cell, workdir: Path, duration: float, warmup: float) -> dict[
         gen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert gen.stdout is not None
         cpu: dict[str, float] = {}
+        machine: dict[str, float] = {}
         result: dict[str, Any] = {}
         for line in gen.stdout:
             message = json.loads(line)
             phase = message.get("phase")
             if phase in ("measure", "end"):
                 cpu[phase] = server.cpu_seconds()
+                machine[phase] = machine_cpu_seconds()
             else:
                 result = message
         if gen.wait(timeout=120) != 0 or not result:
             raise RuntimeError(f"load generator failed for {cell.key}")
         result["server_cpu_pct"] = 100 * (cpu["end"] - cpu["measure"]) / duration
+        busy = 100 * (machine["end"] - machine["measure"]) / duration
+        result["others_cpu_pct"] = max(
+            0.0, busy - result["server_cpu_pct"] - result["client_cpu_pct"]
+        )
         result["peak_rss_mb"] = server.peak_rss_mb()
     finally:
         code = server.stop()
@@ -144,8 +150,8 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
 
     lines = [
         "| server | shape | batch | conc | results/s (min-max) | % ceiling | x naive "
-        "| p50 ms | p99 ms | server CPU % | peak RSS MB | client CPU % | non-200 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 ms | p99 ms | server CPU % | peak RSS MB | client CPU % | others CPU % | non-200 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in cells:
         rate, lo, hi = median_spread(vals(cell.key, "results_per_s"))
@@ -166,7 +172,8 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
             f"| {statistics.median(vals(cell.key, 'p99_ms')):.1f} "
             f"| {statistics.median(vals(cell.key, 'server_cpu_pct')):.0f} "
             f"| {max(vals(cell.key, 'peak_rss_mb')):.0f} "
-            f"| {statistics.median(vals(cell.key, 'client_cpu_pct')):.0f} | {bad} |"
+            f"| {statistics.median(vals(cell.key, 'client_cpu_pct')):.0f} "
+            f"| {statistics.median(vals(cell.key, 'others_cpu_pct')):.0f} | {bad} |"
         )
     lines.append("")
     for name, label in (
@@ -232,6 +239,7 @@ def main() -> None:
             runs.append(
                 run_once(cells, args, Path(tmp), lambda s: print(s, file=sys.stderr, flush=True))
             )
+            (OUT / "partial.json").write_text(json.dumps({"args": vars(args), "runs": runs}))
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = (
         f"`python -m bench.run {' '.join(sys.argv[1:])}`, {stamp}, {machine()}; "

@@ -87,3 +87,11 @@ class Server:
             code = self.proc.wait()
         self._log.close()
         return code
+
+
+def machine_cpu_seconds() -> float:
+    """Busy CPU seconds of the whole machine (all cores) so far: with the server's and
+    the load generator's own, this shows how much else was running."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
