@@ -37,6 +37,8 @@ def main() -> None:
     n = args.results
     variants: list[tuple[str, dict[str, Any]]] = [
         ("seed schema, 1,000/txn (the ceiling)", {}),
+        ("400/txn (4 requests of 100 per group)", {"per_txn": 400}),
+        ("800/txn (8 requests of 100 per group)", {"per_txn": 800}),
         ("2,000/txn (the service's commit_max_results)", {"per_txn": 2000}),
         ("5,000/txn", {"per_txn": 5000}),
         ("synchronous=NORMAL", {"pragmas": ["synchronous=NORMAL"]}),

@@ -36,7 +36,7 @@ OUT = Path(".bench")
 
 @dataclass(frozen=True)
 class Cell:
-    server: str  # "service" or "naive"
+    server: str  # "service", "naive" or a bench.variant_service variant
     hops: int
     batch: int
     concurrency: int = 0
@@ -59,6 +59,17 @@ def matrix() -> list[Cell]:
     return cells
 
 
+def variant_matrix(variants: list[str]) -> list[Cell]:
+    """`--variants a,b`: the service and each variant, interleaved, on the cells
+    where the hot path matters."""
+    cells = ((HOPS, 100, 8), (HOPS, 100, 64), (HOPS, 1000, 8), (HOPS, 1, 64), (0, 100, 8))
+    return [
+        Cell(server, hops, batch, conc)
+        for hops, batch, conc in cells
+        for server in ("service", *variants)
+    ]
+
+
 POOL = {HOPS: 160_000, 0: 400_000}  # distinct results per shape: more than a cell sends
 
 
@@ -66,7 +77,11 @@ def run_cell(cell: Cell, workdir: Path, duration: float, warmup: float) -> dict[
     """One server process, one load generator process, one measured window."""
     shutil.rmtree(workdir, ignore_errors=True)
     pool = pool_file(OUT, cell.hops, cell.batch, POOL[cell.hops])
-    server = Server.service(workdir) if cell.server == "service" else Server.naive(workdir)
+    if cell.server == "naive":
+        server = Server.naive(workdir)
+    else:
+        variant = "" if cell.server == "service" else cell.server
+        server = Server.service(workdir, variant=variant)
     try:
         argv = [sys.executable, "-m", "bench.loadgen", "--url", server.url]
         argv += ["--batch", str(cell.batch), "--hops", str(cell.hops), "--pool", str(pool)]
@@ -222,11 +237,15 @@ def main() -> None:
     parser.add_argument("--open-duration", type=float, default=5.0)
     parser.add_argument("--ceiling-results", type=int, default=80000)
     parser.add_argument("--only", default="", help="run only cells whose key contains this")
+    parser.add_argument(
+        "--variants", default="", help="compare the service with bench.variant_service variants"
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration, args.warmup = 1, 1.5, 0.3
         args.open_duration, args.ceiling_results = 3.0, 40000
-    cells = [c for c in matrix() if args.only in c.key]
+    chosen = variant_matrix(args.variants.split(",")) if args.variants else matrix()
+    cells = [c for c in chosen if args.only in c.key]
     OUT.mkdir(exist_ok=True)
     started = time.monotonic()
     print("preparing request bodies (cached in .bench/)", file=sys.stderr, flush=True)

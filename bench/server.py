@@ -32,8 +32,14 @@ class Server:
         self.port = self._wait_listening(deadline=time.monotonic() + 30)
 
     @classmethod
-    def service(cls, workdir: Path, *extra: str) -> Server:
-        argv = [sys.executable, "-m", "output_service", "--host", "127.0.0.1", "--port", "0"]
+    def service(cls, workdir: Path, *extra: str, variant: str = "") -> Server:
+        """The service; `variant` names a bench.variant_service change to measure."""
+        argv = (
+            [sys.executable, "-m", "bench.variant_service", variant]
+            if variant
+            else [sys.executable, "-m", "output_service"]
+        )
+        argv += ["--host", "127.0.0.1", "--port", "0"]
         argv += ["--health-port", "0", "--db-dir", str(workdir / "data"), "--input-url", ""]
         argv += ["--max-size-mb", "100000", *extra]
         return cls(argv, workdir)
