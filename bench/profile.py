@@ -29,9 +29,9 @@ RATE = 250  # samples per second per thread
 
 # (stage, test on a frame "function (file:line)" and its source line); leaf first wins
 STAGES: list[tuple[str, str]] = [
-    ("sqlite: insert traceroute_hops", "executemany(_INSERT_HOP"),
-    ("sqlite: insert traceroute_results", "executemany(_INSERT_TRACE"),
-    ("sqlite: insert ping_results", "executemany(_INSERT_PING"),
+    ("sqlite: insert traceroute_hops", "_HOPS.run("),
+    ("sqlite: insert traceroute_results", "_TRACES.run("),
+    ("sqlite: insert ping_results", "_PINGS.run("),
     ("sqlite: batches row", "_INSERT_BATCH"),
     ("sqlite: BEGIN/COMMIT (fsync)", 'execute("COMMIT")'),
     ("sqlite: BEGIN/COMMIT (fsync)", 'execute("BEGIN IMMEDIATE")'),

@@ -6,7 +6,7 @@ seconds. Memory should be flat: a leak shows as a slope over the run. The
 service runs with `--max-size-mb 100`, so rotations (once the service rotates
 by size) happen under load too; the slowest requests are reported.
 
-    python -m bench.soak [--rate 50] [--duration 300]
+    python -m bench.soak [--rate 20] [--duration 300]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def slope_mb_per_min(samples: list[tuple[float, float]]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rate", type=float, default=50.0, help="requests/s (x100 results)")
+    parser.add_argument("--rate", type=float, default=20.0, help="requests/s (x100 results)")
     parser.add_argument("--duration", type=float, default=300.0)
     parser.add_argument("--max-size-mb", default="100")
     args = parser.parse_args()
