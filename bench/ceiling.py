@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.payload import POOL_SEED, TIMESTAMP, make_results
 from output_service.config import Config
-from output_service.storage.schema import migrate
+from output_service.storage.schema import HOP_IP_INDEX, migrate
 
 PER_TXN = 1000
 BATCH = 100  # one `batches` row per 100 results, as the service writes for 100-result POSTs
@@ -61,7 +61,8 @@ def build_rows(results: list[dict[str, Any]]) -> tuple[list[Any], list[Any], lis
 def open_db(
     path: Path, *, hop_ip_index: bool = True, page_size: int = 0, pragmas: Sequence[str] = ()
 ) -> sqlite3.Connection:
-    """A fresh file with the service's schema and its default PRAGMAs (then `pragmas`)."""
+    """A fresh file with the seed schema (all five indexes; `hop_ip_index=False` leaves
+    out the one the service builds at seal) and the service's default PRAGMAs."""
     defaults = Config()
     conn = sqlite3.connect(path, isolation_level=None)
     if page_size:
@@ -72,9 +73,9 @@ def open_db(
     conn.execute(f"PRAGMA wal_autocheckpoint={defaults.wal_autocheckpoint}")
     for pragma in pragmas:
         conn.execute(f"PRAGMA {pragma}")
-    migrate(conn)
-    if not hop_ip_index:
-        conn.execute("DROP INDEX idx_traceroute_hops_ip")
+    migrate(conn)  # a new file: the live schema, without the hop-IP index
+    if hop_ip_index:  # the seed schema, as the Go service wrote every file
+        conn.execute(HOP_IP_INDEX)
     return conn
 
 
