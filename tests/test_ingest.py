@@ -7,6 +7,8 @@ import gzip
 import json
 from typing import Any
 
+import pytest
+
 from tests.conftest import Running, StartService, make_result, wait_for
 
 
@@ -190,7 +192,16 @@ async def test_bad_idempotency_key_gets_400(service: Running) -> None:
     assert resp.status == 400
 
 
-async def test_queue_full_gets_503_with_retry_after(start_service: StartService) -> None:
+@pytest.mark.parametrize(
+    ("queued", "refused"),
+    [
+        (3, 1),  # the queue is full: refused before the body is read
+        (2, 2),  # room for 1 more result, the batch has 2: refused after decoding
+    ],
+)
+async def test_queue_full_gets_503_with_retry_after(
+    start_service: StartService, queued: int, refused: int
+) -> None:
     service = await start_service(queue_max_results=3)
     writer = service.services.storage.writer
     gate = asyncio.Event()
@@ -199,15 +210,15 @@ async def test_queue_full_gets_503_with_retry_after(start_service: StartService)
     blocker = asyncio.ensure_future(
         writer.call(lambda: asyncio.run_coroutine_threadsafe(gate.wait(), loop).result())
     )
-    first = asyncio.ensure_future(service.results.post("/results", json=[make_result()] * 3))
-    await wait_for(lambda: writer.queued_results >= 3)
-    second = await service.results.post("/results", json=[make_result()])
+    first = asyncio.ensure_future(service.results.post("/results", json=[make_result()] * queued))
+    await wait_for(lambda: writer.queued_results >= queued)
+    second = await service.results.post("/results", json=[make_result("192.0.2.9")] * refused)
     assert second.status == 503
     assert second.headers["Retry-After"] == "1"
     gate.set()
     await blocker
     assert (await first).status == 200
-    assert service.rows("SELECT count(*) FROM ping_results") == [(3,)]
+    assert service.rows("SELECT count(*), count(DISTINCT ip) FROM ping_results") == [(queued, 1)]
 
 
 async def test_concurrent_batches_are_group_committed(service: Running) -> None:

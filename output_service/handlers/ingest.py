@@ -9,6 +9,7 @@ from aiohttp import web
 
 from output_service.handlers.common import SERVICES, json_error
 from output_service.handlers.middleware import COUNT
+from output_service.metrics import Metrics
 from output_service.models import BatchLimitError, BatchValidationError, decode_batch
 from output_service.storage import (
     IdempotencyConflictError,
@@ -72,6 +73,11 @@ def _limit_broken(exc: BatchValidationError) -> str | None:
     return None
 
 
+def _queue_full(metrics: Metrics) -> web.Response:
+    metrics.batches.labels(outcome="queue_full").inc()
+    return json_error(503, "write queue is full, retry later", headers={"Retry-After": "1"})
+
+
 def _accepts_content_type(request: web.Request) -> bool:
     """JSON, or no Content-Type at all (aiohttp reports that as octet-stream)."""
     ctype = request.content_type
@@ -92,6 +98,8 @@ async def post_results(request: web.Request) -> web.Response:
     if encoding not in CONTENT_ENCODINGS:
         metrics.batches.labels(outcome="unsupported_media_type").inc()
         return json_error(415, "Content-Encoding must be gzip, deflate or identity")
+    if services.storage.queue_full:  # refuse before paying to read and decode the body
+        return _queue_full(metrics)
     config = services.config
     limit = int(config.max_body_mb * 1024 * 1024)
     try:
@@ -135,8 +143,7 @@ async def post_results(request: web.Request) -> web.Response:
             body_hash=hashlib.sha256(body).hexdigest() if key is not None else None,
         )
     except QueueFullError:
-        metrics.batches.labels(outcome="queue_full").inc()
-        return json_error(503, "write queue is full, retry later", headers={"Retry-After": "1"})
+        return _queue_full(metrics)
     except WriterClosedError:
         metrics.batches.labels(outcome="shutting_down").inc()
         return json_error(503, "shutting down, retry later", headers={"Retry-After": "5"})

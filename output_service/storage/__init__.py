@@ -144,6 +144,10 @@ class Storage:
         return self._writer
 
     @property
+    def queue_full(self) -> bool:
+        return self.writer.full
+
+    @property
     def current_file(self) -> Path:
         return self.writer.file.path
 

@@ -130,6 +130,11 @@ class Writer:
         return len(self._queue)
 
     @property
+    def full(self) -> bool:
+        """No batch would be accepted now: a caller can refuse before reading one."""
+        return self._queued_results >= self._queue_max
+
+    @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
