@@ -86,7 +86,7 @@ class Config:
     cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
     wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints", minimum=0)
     shutdown_grace_s: float = _setting(8.0, "seconds to drain on SIGTERM before closing", minimum=0)
-    # issue 4: the hop feedback loop (all inert when input_url is "")
+    # The hop feedback loop (all inert when input_url is "")
     hops_exclude_private: bool = _setting(
         False, "do not send private hops (10/8, 172.16/12, 192.168/16, fc00::/7)"
     )
@@ -115,7 +115,7 @@ class Config:
     hops_final_flush_s: float = _setting(
         2.0, "on shutdown, try this long to send what is waiting", minimum=0
     )
-    # issue 5: hardening (auth, limits)
+    # Authentication and limits
     admin_token: str = _setting(
         "",
         "comma-separated tokens for /rotate /dump /files; empty: loopback clients only",

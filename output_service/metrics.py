@@ -73,7 +73,7 @@ class Metrics:
             ["route", "status"],
             registry=r,
         )
-        # issue 4: the hop feedback loop
+        # The hop feedback loop
         self.hops_discovered = Counter(
             f"{PREFIX}_hops_discovered",
             "Hops queued for the input service (new, or again after hop_resend_after_hours).",
@@ -111,7 +111,7 @@ class Metrics:
             "Age of the oldest hop waiting in the outbox (0 when empty).",
             registry=r,
         )
-        # issue 5: hardening
+        # Authentication, limits, storage errors
         self.auth_refusals = Counter(
             f"{PREFIX}_auth_refusals",
             "Requests refused by authentication (scope: ingest or admin).",
@@ -131,7 +131,7 @@ class Metrics:
             registry=r,
         )
 
-        # issue 3: rotation, retention, quarantine, dumps
+        # Rotation, retention, quarantine, dumps
         self.rotations = Counter(
             f"{PREFIX}_rotations", "New results files started, by reason.", ["reason"], registry=r
         )
