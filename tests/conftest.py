@@ -104,11 +104,15 @@ def make_result(
     return result
 
 
-async def wait_for(condition: Callable[[], bool], limit_s: float = 10.0) -> None:
-    """Yield to the loop until `condition()` holds (bounded): for states that no
-    event announces, such as "the writer has N batches queued"."""
-    deadline = asyncio.get_running_loop().time() + limit_s
+async def wait_for(
+    condition: Callable[[], bool], what: str = "condition", limit_s: float = 15.0
+) -> None:
+    """Yield to the loop until `condition()` holds, failing after `limit_s`: for states
+    that no event announces, such as "the writer has N batches queued" or "the
+    input service received 4 hops"."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
     while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(0.001)
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.002)

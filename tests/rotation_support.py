@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +64,6 @@ def journal_mode(path: Path) -> str:
         return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
     finally:
         conn.close()
-
-
-async def wait_for(condition: Callable[[], bool], within_s: float = 10.0) -> None:
-    """Poll `condition` until it holds; fail after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def metric(running: Running, name: str, **labels: str) -> float:

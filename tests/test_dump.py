@@ -10,7 +10,7 @@ from pathlib import Path
 
 from output_service.config import Config
 from output_service.storage.results_file import ResultsFile
-from tests.conftest import Running, StartService, query
+from tests.conftest import Running, StartService, query, wait_for
 from tests.rotation_support import (
     FakeClock,
     batch,
@@ -19,7 +19,6 @@ from tests.rotation_support import (
     names,
     post,
     rotate,
-    wait_for,
 )
 
 BIG_FILE = "results_2026-01-01_00-00-00.db"

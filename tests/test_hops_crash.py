@@ -15,8 +15,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import query
-from tests.hops_input import InputService, eventually, free_port
+from tests.conftest import query, wait_for
+from tests.hops_input import InputService, free_port
 from tests.test_hops_loop import traced
 
 
@@ -43,7 +43,7 @@ class Process:
                 sys.executable, "-m", "output_service", *args, stdout=out, stderr=out
             )
         self = cls(proc, log, offset)
-        await eventually(self._listening, "the process to listen")
+        await wait_for(self._listening, "the process to listen")
         return self
 
     def _listening(self) -> bool:
@@ -118,7 +118,7 @@ async def test_kill_after_delivery_resends_nothing(
         processes.append(first)
         await first.post(traced("192.0.2.1", *HOPS[:10]))
         await inputs.wait_for_hops(10)
-        await eventually(
+        await wait_for(
             lambda: query(db_dir / "state.db", "SELECT count(*) FROM outbox") == [(0,)],
             "the outbox to empty",
         )

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from tests.conftest import Running, StartService, make_result, query
-from tests.hops_input import InputService, Reply, eventually, free_port
+from tests.conftest import Running, StartService, make_result, query, wait_for
+from tests.hops_input import InputService, Reply, free_port
 
 FAST = {
     "hops_flush_interval_s": 0.01,
@@ -75,7 +75,7 @@ async def test_hops_arrive_once_across_batches(
         traced("192.0.2.3", "127.0.0.1", "fe80::1", "224.0.0.5", "not-an-ip", "\x00", "10.0.0.1"),
     )
     await input_service.wait_for_hops(4)
-    await eventually(lambda: metric(running, "hops_sent_total") == 4, "4 hops sent")
+    await wait_for(lambda: metric(running, "hops_sent_total") == 4, "4 hops sent")
     assert sorted(input_service.accepted) == [
         "10.0.0.1",
         "198.51.100.7",
@@ -107,7 +107,7 @@ async def test_restart_between_batches_does_not_resend(
     # The repeated hops were never queued again, so they cannot be sent again.
     assert metric(second, "hops_discovered_total") == 1
     assert metric(second, "hops_deduplicated_total") == 2
-    await eventually(lambda: state_rows(second, "SELECT count(*) FROM outbox") == [(0,)], "empty")
+    await wait_for(lambda: state_rows(second, "SELECT count(*) FROM outbox") == [(0,)], "empty")
     assert input_service.counts == {"198.51.100.1": 1, "198.51.100.2": 1, "198.51.100.3": 1}
     stats = await health_stats(second)
     assert (stats["hops_discovered"], stats["hops_sent"]) == (3, 3)  # totals survive restarts
@@ -138,7 +138,7 @@ async def test_input_down_then_up_receives_every_hop_once(start_service: StartSe
     hops = [f"198.51.100.{i}" for i in range(1, 31)]
     for i in range(0, 30, 10):
         await post(running, traced(f"192.0.2.{i + 1}", *hops[i : i + 10]))
-    await eventually(
+    await wait_for(
         lambda: metric(running, "hop_send_attempts_total", outcome="connection_error") >= 3,
         "failed attempts while the input service is down",
     )
@@ -149,7 +149,7 @@ async def test_input_down_then_up_receives_every_hop_once(start_service: StartSe
         await late.start()
         try:
             await late.wait_for_hops(30)
-            await eventually(lambda: metric(running, "hops_outbox_depth") == 0, "empty outbox")
+            await wait_for(lambda: metric(running, "hops_outbox_depth") == 0, "empty outbox")
         finally:
             await late.close()
     assert late.counts == dict.fromkeys(hops, 1)
@@ -170,7 +170,7 @@ async def test_restart_with_hops_waiting_loses_none(start_service: StartService)
     try:
         second = await start_service(input_url=late.url, **FAST)
         await late.wait_for_hops(2)
-        await eventually(lambda: metric(second, "hops_outbox_depth") == 0, "empty outbox")
+        await wait_for(lambda: metric(second, "hops_outbox_depth") == 0, "empty outbox")
         assert late.counts == {"198.51.100.1": 1, "198.51.100.2": 1}
     finally:
         await late.close()
@@ -188,7 +188,7 @@ async def test_server_errors_and_429_are_retried(
     assert [status for status, _ in input_service.requests] == [500, 503, 429, 200]
     assert metric(running, "hop_send_attempts_total", outcome="server_error") == 2
     assert metric(running, "hop_send_attempts_total", outcome="rate_limited") == 1
-    await eventually(lambda: metric(running, "hops_sent_total") == 1, "sent")
+    await wait_for(lambda: metric(running, "hops_sent_total") == 1, "sent")
 
 
 async def test_client_error_is_dead_lettered(
@@ -198,7 +198,7 @@ async def test_client_error_is_dead_lettered(
     running = await start_service(input_url=input_service.url, **FAST)
     with capture_logs() as logs:
         await post(running, traced("192.0.2.1", "198.51.100.1"))
-        await eventually(lambda: metric(running, "hops_dead_lettered_total") == 1, "dead letter")
+        await wait_for(lambda: metric(running, "hops_dead_lettered_total") == 1, "dead letter")
     assert state_rows(running, "SELECT ip, status, response FROM dead_letters") == [
         ("198.51.100.1", 400, '{"error": "hop 198.51.100.1 is not allowed"}')
     ]

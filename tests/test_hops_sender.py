@@ -17,7 +17,8 @@ from output_service.hops.recorder import HopCounts
 from output_service.hops.sender import HopSender, SenderSettings, _retry_after
 from output_service.hops.state import StateDB
 from output_service.metrics import Metrics
-from tests.hops_input import InputService, Reply, eventually, free_port
+from tests.conftest import wait_for
+from tests.hops_input import InputService, Reply, free_port
 
 NOW = 1_800_000_000.0
 
@@ -93,7 +94,7 @@ async def test_backoff_doubles_up_to_the_cap(state: StateDB, input_service: Inpu
     sender.start()
     try:
         await input_service.wait_for_hops(2)
-        await eventually(lambda: state.depth() == 0, "empty outbox")
+        await wait_for(lambda: state.depth() == 0, "empty outbox")
     finally:
         await sender.stop(1.0)
     assert pauses.asked == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
@@ -106,7 +107,7 @@ async def test_stop_interrupts_a_long_backoff(state: StateDB) -> None:
     sender = sender_for(state, url, base=3600, cap=3600, metrics=metrics)
     sender.start()
     name, labels = "output_service_hop_send_attempts_total", {"outcome": "connection_error"}
-    await eventually(
+    await wait_for(
         lambda: (metrics.registry.get_sample_value(name, labels) or 0) >= 1, "a failed attempt"
     )
     await asyncio.wait_for(sender.stop(0.5), 10)  # bounded: a real 1-hour wait would fail here
@@ -129,7 +130,7 @@ async def test_a_state_db_error_does_not_end_the_sender(
     state.close()  # every read of the outbox now fails
     with capture_logs() as logs:
         sender.start()
-        await eventually(
+        await wait_for(
             lambda: sum(e["event"].startswith("hop sender cannot use state.db") for e in logs) >= 1,
             "the error to be logged",
         )

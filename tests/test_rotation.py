@@ -9,7 +9,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from output_service.storage.inventory import temp_dir
-from tests.conftest import Running, StartService, make_result
+from tests.conftest import Running, StartService, make_result, wait_for
 from tests.rotation_support import (
     DAY,
     FakeClock,
@@ -22,7 +22,6 @@ from tests.rotation_support import (
     post,
     rotate,
     settled,
-    wait_for,
 )
 
 
