@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict scripts
 
 check: lint typecheck test  ## everything CI should be happy with
 

@@ -29,7 +29,10 @@ BATCH = 100  # one `batches` row per 100 results, as the service writes for 100-
 
 def build_rows(results: list[dict[str, Any]]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
     """The four tables' rows for `results`, ids from 1."""
-    batches, pings, traces, hops = [], [], [], []
+    batches: list[Any] = []
+    pings: list[Any] = []
+    traces: list[Any] = []
+    hops: list[Any] = []
     trace_id = 0
     for i, r in enumerate(results):
         ping_id = i + 1

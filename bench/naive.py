@@ -71,7 +71,9 @@ async def post_results(request: web.Request) -> web.Response:
     db, ids = request.app[DB], request.app[IDS]
     async with request.app[LOCK]:
         ping_id, trace_id, batch_id = ids
-        pings, traces, hops = [], [], []
+        pings: list[Any] = []
+        traces: list[Any] = []
+        hops: list[Any] = []
         for r in items:
             pings.append(
                 (
