@@ -7,14 +7,35 @@ first request and drains it after the last); the health app only reads.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
+from output_service.config import Config
 from output_service.handlers import admin, health, ingest, openapi
 from output_service.handlers.auth import auth_middleware
 from output_service.handlers.common import SERVICES
 from output_service.handlers.middleware import request_summary
 from output_service.services import Services
+
+
+def runner_options(config: Config, *, results: bool) -> dict[str, Any]:
+    """Keyword arguments for a port's web.AppRunner, used by cli.py and by the tests'
+    servers alike, so that both speak the same HTTP.
+
+    keepalive_timeout also bounds a client that is slow to send its headers: aiohttp
+    arms it when the connection opens (bodies: read_timeout_s in ingest).
+    auto_decompress=False: aiohttp's parser would inflate gzip/deflate bodies itself,
+    answering one that does not inflate with a plain-text 400 before any handler ran
+    and waiting on a truncated one until the read timeout; ingest.read_body inflates
+    instead, with a JSON 400 for either and the same bound on memory.
+    """
+    return {
+        "access_log": None,
+        "shutdown_timeout": config.shutdown_grace_s if results else 1.0,
+        "keepalive_timeout": config.keepalive_timeout_s,
+        "auto_decompress": False,
+    }
 
 
 def _base_app(services: Services) -> web.Application:

@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from output_service import __version__
-from output_service.app import create_health_app, create_results_app
+from output_service.app import create_health_app, create_results_app, runner_options
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging
@@ -45,19 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(config: Config) -> None:
     """Run both ports until SIGTERM or SIGINT, then drain and close."""
     services = Services.build(config)
-    # keepalive_timeout also bounds a client that is slow to send its headers:
-    # aiohttp arms it when the connection opens (bodies: read_timeout_s in ingest).
     results_runner = web.AppRunner(
-        create_results_app(services),
-        access_log=None,
-        shutdown_timeout=config.shutdown_grace_s,
-        keepalive_timeout=config.keepalive_timeout_s,
+        create_results_app(services), **runner_options(config, results=True)
     )
     health_runner = web.AppRunner(
-        create_health_app(services),
-        access_log=None,
-        shutdown_timeout=1.0,
-        keepalive_timeout=config.keepalive_timeout_s,
+        create_health_app(services), **runner_options(config, results=False)
     )
     try:
         await results_runner.setup()

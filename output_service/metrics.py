@@ -120,7 +120,7 @@ class Metrics:
         )
         self.rejected_requests = Counter(
             f"{PREFIX}_rejected_requests",
-            "Requests refused for exceeding a limit, by limit.",
+            "Requests refused at a limit or for their Content-Encoding, by reason.",
             ["reason"],
             registry=r,
         )

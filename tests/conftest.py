@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from output_service.app import create_health_app, create_results_app
+from output_service.app import create_health_app, create_results_app, runner_options
 from output_service.config import Config
+from output_service.handlers.common import SERVICES
 from output_service.services import Services
 
 
@@ -53,11 +55,25 @@ def start_service(aiohttp_client: Any, config: Config) -> StartService:
         if clock is not None:
             kwargs["clock"] = clock
         services = Services.build(cfg, **kwargs)
-        results = await aiohttp_client(create_results_app(services))
-        health = await aiohttp_client(create_health_app(services))
+        results = await serve_app(aiohttp_client, create_results_app(services), results=True)
+        health = await serve_app(aiohttp_client, create_health_app(services), results=False)
         return Running(services, results, health)
 
     return start
+
+
+async def serve_app(
+    aiohttp_client: Any, app: web.Application, *, results: bool
+) -> TestClient[Any, Any]:
+    """`app` on a loopback socket with the runner options cli.py uses (app.runner_options).
+
+    Passed as aiohttp_client(app, server_kwargs=...) they would be dropped: aiohttp's
+    TestServer hands only start_server's keyword arguments to its AppRunner.
+    """
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(**runner_options(app[SERVICES].config, results=results))
+    client: TestClient[Any, Any] = await aiohttp_client(server)
+    return client
 
 
 @pytest.fixture

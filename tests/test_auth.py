@@ -16,7 +16,7 @@ from output_service.app import create_results_app
 from output_service.config import Config, load_config
 from output_service.handlers.auth import is_loopback, log_auth_mode, parse_tokens, token_matches
 from output_service.services import Services
-from tests.conftest import StartService, make_result
+from tests.conftest import StartService, make_result, serve_app
 
 INGEST = "ingest-secret-1"
 INGEST_NEXT = "ingest-secret-2"
@@ -134,7 +134,7 @@ async def _client_from(
     )
     app = create_results_app(services)
     app.middlewares.insert(0, _pretend_remote(address))
-    return services, await aiohttp_client(app)
+    return services, await serve_app(aiohttp_client, app, results=True)
 
 
 @pytest.mark.parametrize("path", ["/rotate", "/dump", "/files"])

@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import socket
+import tracemalloc
 import zlib
 from typing import Any
 
@@ -80,13 +81,22 @@ async def test_gzip_bomb_is_stopped_at_the_limit(start_service: StartService) ->
     running = await start_service(max_body_mb=1)
     bomb = gzip_bomb(inflated_mb=200)
     assert len(bomb) < MB  # small as sent, 200 MB inflated
-    resp = await running.results.post(
-        "/results",
-        data=bomb,
-        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
-    )
-    body = await assert_refused(running, resp, 413, "inflated_too_large")
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        resp = await running.results.post(
+            "/results",
+            data=bomb,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        body = await assert_refused(running, resp, 413, "inflated_too_large")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert "max_body_mb" in body["error"]
+    # client and service share this process: the bomb as sent, the 1 MB limit, one
+    # piece of output (about 2 MB in all); 200 MB had it been inflated whole
+    assert peak < 4 * MB, peak
     # the service is still there and takes a normal compressed batch
     ok = await running.results.post(
         "/results",
@@ -111,13 +121,20 @@ async def test_compressed_body_over_limit_is_413_before_inflating(
 
 
 async def test_broken_gzip_is_400(start_service: StartService) -> None:
-    running = await start_service()
+    # read_timeout_s is high: a reader left waiting would hang instead of passing with 408
+    running = await start_service(read_timeout_s=3600)
     resp = await running.results.post(
         "/results",
         data=b"\x1f\x8b\x08\x00not gzip at all",
         headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
     )
-    await assert_refused(running, resp, 400)
+    body = await assert_refused(running, resp, 400)
+    assert body == {
+        "status": "error",
+        "error": "compressed body is not valid gzip",
+        "encoding": "gzip",
+    }
+    assert rejected(running.services, "bad_encoding") == 1
 
 
 async def test_too_many_results_is_413(start_service: StartService) -> None:
@@ -201,7 +218,8 @@ def test_slow_headers_are_cut_off(tmp_path: Any) -> None:
         assert service.terminate() == 0
 
 
-@pytest.mark.parametrize("encoding", ["x-unknown", "gzip, gzip", "compress"])
+# br and zstd are known to aiohttp's parser: with its inflating off they reach the handler
+@pytest.mark.parametrize("encoding", ["x-unknown", "gzip, gzip", "compress", "br", "zstd"])
 async def test_unsupported_content_encoding_is_415(
     start_service: StartService, encoding: str
 ) -> None:
@@ -211,4 +229,9 @@ async def test_unsupported_content_encoding_is_415(
         data=json.dumps([make_result()]).encode(),
         headers={"Content-Type": "application/json", "Content-Encoding": encoding},
     )
-    await assert_refused(running, resp, 415)
+    body = await assert_refused(running, resp, 415)
+    assert body == {
+        "status": "error",
+        "error": "Content-Encoding must be gzip, deflate or identity",
+    }
+    assert rejected(running.services, "unsupported_encoding") == 1

@@ -8,6 +8,12 @@ import hashlib
 from aiohttp import web
 
 from output_service.handlers.common import SERVICES, json_error
+from output_service.handlers.inflate import (
+    ENCODINGS,
+    BadEncodingError,
+    BodyTooLargeError,
+    Inflater,
+)
 from output_service.handlers.middleware import COUNT
 from output_service.metrics import Metrics
 from output_service.models import BatchLimitError, BatchValidationError, decode_batch
@@ -19,42 +25,35 @@ from output_service.storage import (
 )
 
 JSON_TYPES = frozenset(("application/json", "text/json", "application/octet-stream"))
-# What aiohttp inflates for us; anything else would be read as if it were plain JSON.
-CONTENT_ENCODINGS = frozenset(("gzip", "x-gzip", "deflate", "identity"))
+# aiohttp's own inflating is off (app.runner_options): read_body inflates these.
+CONTENT_ENCODINGS = frozenset((*ENCODINGS, "identity"))
 MAX_IDEMPOTENCY_KEY = 255
 
 
-class BodyTooLargeError(Exception):
-    """`reason` is "body_too_large" (as sent) or "inflated_too_large" (after gzip)."""
+async def read_body(request: web.Request, limit: int, encoding: str) -> bytes:
+    """The request body, inflated, refused as soon as it grows past `limit`.
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, decompressed, refused as soon as it grows past `limit`.
-
-    aiohttp inflates gzip/deflate as it reads, at most a chunk (256 KiB) per read
-    and only as fast as we consume it, so a gzip bomb is stopped one chunk past
-    the limit instead of being inflated whole. The limit applies to the bytes as
-    sent too (Content-Length, or the running count on a chunked body).
+    The limit applies to the bytes as sent (Content-Length, or the running count
+    on a chunked body) and, for gzip/deflate, to the inflated bytes too: each
+    compressed chunk is inflated as it arrives, at most one byte past the limit
+    (inflate.Inflater), so a gzip bomb is never inflated whole.
     """
     declared = request.content_length
     if declared is not None and declared > limit:
         raise BodyTooLargeError("body_too_large")
+    inflater = None if encoding == "identity" else Inflater(encoding, limit)
     stream = request.content
     chunks: list[bytes] = []
     size = 0
     while chunk := await stream.readany():
         size += len(chunk)
-        if (getattr(stream, "total_compressed_bytes", None) or 0) > limit:
-            raise BodyTooLargeError("body_too_large")
         if size > limit:
-            compressed = "Content-Encoding" in request.headers
-            raise BodyTooLargeError("inflated_too_large" if compressed else "body_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+            raise BodyTooLargeError("body_too_large")
+        if inflater is None:
+            chunks.append(chunk)
+        else:
+            inflater.feed(chunk)
+    return b"".join(chunks) if inflater is None else inflater.finish()
 
 
 def _reject(request: web.Request, status: int, reason: str, message: str) -> web.Response:
@@ -96,6 +95,7 @@ async def post_results(request: web.Request) -> web.Response:
         return json_error(415, f"Content-Type must be application/json, got {request.content_type}")
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in CONTENT_ENCODINGS:
+        metrics.rejected_requests.labels(reason="unsupported_encoding").inc()
         metrics.batches.labels(outcome="unsupported_media_type").inc()
         return json_error(415, "Content-Encoding must be gzip, deflate or identity")
     if services.storage.queue_full:  # refuse before paying to read and decode the body
@@ -104,18 +104,22 @@ async def post_results(request: web.Request) -> web.Response:
     limit = int(config.max_body_mb * 1024 * 1024)
     try:
         async with asyncio.timeout(config.read_timeout_s):
-            body = await read_body(request, limit)
+            body = await read_body(request, limit, encoding)
     except BodyTooLargeError as exc:
         return _reject(request, 413, exc.reason, f"body larger than {limit} bytes (max_body_mb)")
+    except BadEncodingError as exc:
+        metrics.rejected_requests.labels(reason="bad_encoding").inc()
+        metrics.batches.labels(outcome="invalid").inc()
+        return json_error(400, str(exc), encoding=exc.encoding)
     except TimeoutError:
         response = _reject(
             request, 408, "read_timeout", f"body not received within {config.read_timeout_s} s"
         )
         response.force_close()
         return response
-    except web.RequestPayloadError:  # e.g. a body that does not inflate
+    except web.RequestPayloadError:  # e.g. broken chunked framing
         metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, "body could not be read (does it match its Content-Encoding?)")
+        return json_error(400, "body could not be read")
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         metrics.batches.labels(outcome="invalid").inc()
