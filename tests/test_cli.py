@@ -35,6 +35,16 @@ def start(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     raise AssertionError(f"service exited {proc.returncode}: {proc.stderr.read()}")  # type: ignore[union-attr]
 
 
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m output_service` to completion (for options that end it at once)."""
+    return subprocess.run(
+        [sys.executable, "-m", "output_service", *args],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+
+
 def post(port: int, payload: Any) -> tuple[int, Any]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/results",
@@ -83,12 +93,7 @@ def test_serves_stores_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_bad_setting_is_one_line_and_status_2(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "output_service", "--max-size-mb", "-5"],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
+    proc = run_cli("--max-size-mb", "-5")
     assert proc.returncode == 2
     assert proc.stderr.strip() == "output-service: max_size_mb: must be >= 0.001, got -5.0"
 
@@ -98,23 +103,15 @@ def test_port_in_use_is_one_line_and_status_2(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "output_service",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--health-port",
-                "0",
-                "--db-dir",
-                str(tmp_path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=DEADLINE_S,
+        proc = run_cli(
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--health-port",
+            "0",
+            "--db-dir",
+            str(tmp_path),
         )
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith(
@@ -124,20 +121,10 @@ def test_port_in_use_is_one_line_and_status_2(tmp_path: Path) -> None:
 
 
 def test_version_and_help() -> None:
-    version = subprocess.run(
-        [sys.executable, "-m", "output_service", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
+    version = run_cli("--version")
     assert version.returncode == 0
     assert version.stdout.startswith("output-service ")
-    helptext = subprocess.run(
-        [sys.executable, "-m", "output_service", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
-    )
+    helptext = run_cli("--help")
     for flag in (
         "--port",
         "--health-port",
@@ -156,23 +143,8 @@ def test_unreadable_state_db_is_one_line_and_status_2(tmp_path: Path) -> None:
     db_dir = tmp_path / "data"
     db_dir.mkdir()
     (db_dir / "state.db").write_bytes(b"this is not an SQLite file" * 100)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "output_service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--health-port",
-            "0",
-            "--db-dir",
-            str(db_dir),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=DEADLINE_S,
+    proc = run_cli(
+        "--host", "127.0.0.1", "--port", "0", "--health-port", "0", "--db-dir", str(db_dir)
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("output-service: db_dir: ")
