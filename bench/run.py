@@ -132,8 +132,10 @@ def run_once(
     for cell in cells:
         out["cells"][cell.key] = run_cell(cell, tmp / "cell", args.duration, args.warmup)
         say(f"  {cell.key}: {out['cells'][cell.key]['results_per_s']:,.0f}/s")
-    best = max(out["cells"][c.key]["results_per_s"] for c in cells if _is_100_hops(c))
-    rate = round(best / 2 / 100, 1)
+    rates = [out["cells"][c.key]["results_per_s"] for c in cells if _is_100_hops(c)]
+    if not rates:  # --only without the 100-result cells: no rate to halve
+        return out
+    rate = round(max(rates) / 2 / 100, 1)
     open_cell = Cell("service", HOPS, 100, rate=rate)
     out["open_loop"] = run_cell(open_cell, tmp / "cell", args.open_duration, args.warmup)
     out["open_loop"]["rate_requests_per_s"] = rate
@@ -202,7 +204,9 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
             f"- ceiling, {label}: {rate:,.0f} results/s ({lo:,.0f}-{hi:,.0f}) "
             f"for {n:,} results into an empty file"
         )
-    ol = [r["open_loop"] for r in runs]
+    ol = [r["open_loop"] for r in runs if "open_loop" in r]
+    if not ol:
+        return "\n".join(lines)
     p99, lo, hi = median_spread([o["p99_ms"] for o in ol])
     lines.append(
         f"- open loop, 100-result batches with {HOPS}-hop traceroutes at half the best "
