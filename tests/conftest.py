@@ -13,12 +13,18 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from hypothesis import settings
 from prometheus_client import CollectorRegistry
 
 from output_service.app import create_health_app, create_results_app, runner_options
 from output_service.config import Config
 from output_service.handlers.common import SERVICES
 from output_service.services import Services
+
+# No timing assertions in tests, hypothesis's per-example deadline included: a
+# loaded CI machine must not turn a slow example into a failure.
+settings.register_profile("output-service", deadline=None)
+settings.load_profile("output-service")
 
 
 @pytest.fixture
