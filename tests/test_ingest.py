@@ -243,3 +243,22 @@ async def test_concurrent_batches_are_group_committed(service: Running) -> None:
     assert "output_service_commit_group_batches_count 1.0" in metrics
     assert "output_service_commit_group_batches_sum 20.0" in metrics
     assert service.rows("SELECT count(DISTINCT ip) FROM ping_results") == [(20,)]
+
+
+async def test_a_failing_commit_hook_neither_stops_the_writer_nor_hides_the_ack(
+    service: Running,
+) -> None:
+    writer = service.services.storage.writer
+
+    def broken(_: object) -> None:
+        raise RuntimeError("bug in bookkeeping")
+
+    writer._on_commit = broken  # a stand-in for a bug in the stats code
+    first = await service.results.post("/results", json=[make_result("192.0.2.1")])
+    second = await service.results.post("/results", json=[make_result("192.0.2.2")])
+    assert (first.status, second.status) == (200, 200)
+    assert writer.alive
+    assert service.rows("SELECT ip FROM ping_results ORDER BY id") == [
+        ("192.0.2.1",),
+        ("192.0.2.2",),
+    ]

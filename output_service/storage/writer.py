@@ -20,10 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import structlog
+
 from output_service.models import Batch
 from output_service.storage.results_file import BatchMeta, BatchOutcome, ResultsFile
 
 T = TypeVar("T")
+log = structlog.get_logger("output_service.writer")
 
 
 class QueueFullError(Exception):
@@ -140,11 +143,14 @@ class Writer:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="sqlite-writer")
+        self._task.add_done_callback(self._ended)
 
     def submit(self, batch: Batch, meta: BatchMeta) -> asyncio.Future[BatchOutcome]:
         """Queue a batch; the future resolves after its transaction has committed."""
         if self._closing:
             raise WriterClosedError("shutting down")
+        if self._task is not None and self._task.done():  # a bug stopped it: never hang
+            raise StorageError("the writer has stopped; see the log", "io")
         size = len(batch.results)
         if self._queued_results + size > self._queue_max and self._queued_results > 0:
             raise QueueFullError(f"{self._queued_results} results already waiting")
@@ -242,9 +248,12 @@ class Writer:
         if self._restored and self._on_error is not None:
             self._restored = False
             self._on_error(StorageError("results file was deleted; restored it", "file_removed"))
-        if self._on_group is not None:
-            self._on_group(loop.time() - started, len(group))
-        self._on_commit([(p.meta, o) for p, o in zip(group, outcomes, strict=True)])
+        try:  # bookkeeping only: a bug in it must not stop the writer or hide the ack
+            if self._on_group is not None:
+                self._on_group(loop.time() - started, len(group))
+            self._on_commit([(p.meta, o) for p, o in zip(group, outcomes, strict=True)])
+        except Exception:
+            log.exception("commit bookkeeping failed; the group is committed")
         for p, outcome in zip(group, outcomes, strict=True):
             if not p.future.done():
                 p.future.set_result(outcome)
@@ -256,6 +265,19 @@ class Writer:
         if self._before_commit is not None:
             self._before_commit(items)
         return self.file.write_group(items)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """If a bug ends the writer task, say so and fail what waits, rather than hang."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.error("the writer stopped", exc_info=task.exception())
+        error = StorageError("the writer has stopped; see the log", "io")
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(error)
+                item.future.add_done_callback(_consume_exception)
+        self._queued_results = 0
 
     async def _run_command(self, command: _Command) -> None:
         try:
