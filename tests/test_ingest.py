@@ -262,3 +262,13 @@ async def test_a_failing_commit_hook_neither_stops_the_writer_nor_hides_the_ack(
         ("192.0.2.1",),
         ("192.0.2.2",),
     ]
+
+
+async def test_strings_with_nul_characters_are_stored_whole(service: Running) -> None:
+    item = make_result(error="timeout\u0000after 3 s", note="a\u0000b")
+    resp = await service.results.post("/results", json=[item, make_result("192.0.2.2")])
+    assert resp.status == 200
+    rows = service.rows("SELECT error, raw FROM ping_results ORDER BY id")
+    assert rows[0][0] == "timeout\x00after 3 s"
+    assert json.loads(rows[0][1])["note"] == "a\x00b"
+    assert rows[1] == (None, None)

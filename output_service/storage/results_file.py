@@ -63,9 +63,12 @@ class _Insert:
     def run(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        if JSON_INSERT:
+        payload = _encoder.encode(rows) if JSON_INSERT else b""
+        # SQLite's JSON functions end a text value at an escaped NUL; such rows (rare)
+        # are bound directly so a string is stored whole.
+        if JSON_INSERT and b"\\u0000" not in payload:
             # text, not bytes: newer SQLite reads a BLOB argument as binary JSONB
-            conn.execute(self.json, (_encoder.encode(rows).decode(),))
+            conn.execute(self.json, (payload.decode(),))
         else:
             conn.executemany(self.many, rows)
 
