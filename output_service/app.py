@@ -29,8 +29,13 @@ def runner_options(config: Config, *, results: bool) -> dict[str, Any]:
     answering one that does not inflate with a plain-text 400 before any handler ran
     and waiting on a truncated one until the read timeout; ingest.read_body inflates
     instead, with a JSON 400 for either and the same bound on memory.
+    handler_cancellation=True: a handler stops when its client goes away (a /dump
+    stops snapshotting and streaming); aiohttp's test server always runs this way,
+    so the tests exercise what production does. Ingest is safe under it: the
+    batch's commit is shielded from the handler.
     """
     return {
+        "handler_cancellation": True,
         "access_log": None,
         "shutdown_timeout": config.shutdown_grace_s if results else 1.0,
         "keepalive_timeout": config.keepalive_timeout_s,

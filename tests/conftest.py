@@ -76,8 +76,12 @@ async def serve_app(
     Passed as aiohttp_client(app, server_kwargs=...) they would be dropped: aiohttp's
     TestServer hands only start_server's keyword arguments to its AppRunner.
     """
+    options = runner_options(app[SERVICES].config, results=results)
+    # TestServer passes handler_cancellation=True itself (the same value) and would
+    # refuse a second one
+    assert options.pop("handler_cancellation") is True
     server = TestServer(app, host="127.0.0.1")
-    await server.start_server(**runner_options(app[SERVICES].config, results=results))
+    await server.start_server(**options)
     client: TestClient[Any, Any] = await aiohttp_client(server)
     return client
 

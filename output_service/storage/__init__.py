@@ -190,7 +190,9 @@ class Storage:
         if idempotency_key is not None:
             self._in_flight[idempotency_key] = future
             future.add_done_callback(lambda _: self._in_flight.pop(idempotency_key, None))
-        outcome = await future
+        # shielded: a client that goes away (its handler cancelled) must not cancel
+        # the outcome that concurrent retries with the same key are waiting for
+        outcome = await asyncio.shield(future)
         if outcome.duplicate:
             _check_same_body(outcome.body_hash, body_hash)
         return SubmitResult(outcome.count, outcome.duplicate)
