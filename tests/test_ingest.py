@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from output_service.models import decode_batch
+from output_service.storage import SubmitResult
 from tests.conftest import Running, StartService, make_result, wait_for
 
 
@@ -272,3 +274,23 @@ async def test_strings_with_nul_characters_are_stored_whole(service: Running) ->
     assert rows[0][0] == "timeout\x00after 3 s"
     assert json.loads(rows[0][1])["note"] == "a\x00b"
     assert rows[1] == (None, None)
+
+
+async def test_a_client_gone_mid_commit_does_not_fail_its_retry(service: Running) -> None:
+    storage = service.services.storage
+    writer = storage.writer
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    blocker = asyncio.ensure_future(
+        writer.call(lambda: asyncio.run_coroutine_threadsafe(gate.wait(), loop).result())
+    )
+    batch = decode_batch(json.dumps([make_result()]).encode(), 10)
+    first = asyncio.ensure_future(storage.submit(batch, idempotency_key="k", body_hash="h"))
+    await wait_for(lambda: writer.queued_batches >= 1)  # the batch waits behind the blocker
+    retry = asyncio.ensure_future(storage.submit(batch, idempotency_key="k", body_hash="h"))
+    first.cancel()  # the first client went away: aiohttp cancels its handler
+    gate.set()
+    await blocker
+    assert await retry == SubmitResult(1, duplicate=True)
+    assert first.cancelled()
+    assert service.rows("SELECT count(*) FROM ping_results") == [(1,)]
