@@ -43,6 +43,7 @@ from typing import Any
 
 import aiohttp
 
+from bench import loadgen
 from bench.payload import HOPS, make_body, shape_name
 from bench.run import OUT, machine
 from bench.server import Server, machine_cpu_seconds
@@ -188,9 +189,15 @@ def measure_window(
 ) -> dict[str, Any]:
     """One load generator process (closed loop) and one measured window; with `dump`,
     a /dump loop runs from the window's first to its last moment."""
-    argv = [sys.executable, "-m", "bench.loadgen", "--url", server.url, "--pool", str(bodies)]
-    argv += ["--batch", str(BATCH), "--hops", str(HOPS), "--concurrency", str(args.concurrency)]
-    argv += ["--duration", str(args.window), "--warmup", str(args.warmup)]
+    argv = loadgen.argv(
+        server.url,
+        bodies,
+        batch=BATCH,
+        hops=HOPS,
+        duration=args.window,
+        warmup=args.warmup,
+        concurrency=args.concurrency,
+    )
     loop = DumpLoop(server.port) if dump else None
     gen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert gen.stdout is not None

@@ -177,6 +177,27 @@ def _say(message: dict[str, Any]) -> None:
     print(json.dumps(message), flush=True)
 
 
+def argv(
+    url: str,
+    pool: Path,
+    *,
+    batch: int,
+    hops: int,
+    duration: float,
+    warmup: float,
+    concurrency: int | None = None,
+    rate: float | None = None,
+) -> list[str]:
+    """The command line that runs this generator in its own process: a closed loop
+    of `concurrency` connections, or an open loop at `rate` requests/s."""
+    load = ["--rate", str(rate)] if rate else ["--concurrency", str(concurrency)]
+    return [
+        sys.executable, "-m", "bench.loadgen", "--url", url, "--pool", str(pool),
+        "--batch", str(batch), "--hops", str(hops),
+        "--duration", str(duration), "--warmup", str(warmup), *load,
+    ]  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="POST /results load generator")
     parser.add_argument("--url", required=True)

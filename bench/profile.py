@@ -21,6 +21,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
+from bench import loadgen
 from bench.payload import HOPS, pool_file
 from bench.run import OUT, POOL
 from bench.server import Server
@@ -129,25 +130,15 @@ def main() -> None:
                 stdout=subprocess.DEVNULL,
             )
             gen = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.loadgen",
-                    "--url",
+                loadgen.argv(
                     server.url,
-                    "--pool",
-                    str(pool),
-                    "--batch",
-                    str(args.batch),
-                    "--hops",
-                    str(args.hops),
-                    "--warmup",
-                    "0",
-                    "--concurrency",
-                    str(args.concurrency),
-                    "--duration",
-                    str(args.duration),
-                ],
+                    pool,
+                    batch=args.batch,
+                    hops=args.hops,
+                    duration=args.duration,
+                    warmup=0,
+                    concurrency=args.concurrency,
+                ),
                 capture_output=True,
                 text=True,
                 check=True,

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ceiling
+from bench import ceiling, loadgen
 from bench.payload import HOPS, pool_file, shape_name
 from bench.server import Server, machine_cpu_seconds
 
@@ -83,14 +83,18 @@ def run_cell(cell: Cell, workdir: Path, duration: float, warmup: float) -> dict[
         variant = "" if cell.server == "service" else cell.server
         server = Server.service(workdir, variant=variant)
     try:
-        argv = [sys.executable, "-m", "bench.loadgen", "--url", server.url]
-        argv += ["--batch", str(cell.batch), "--hops", str(cell.hops), "--pool", str(pool)]
         # a closed loop is in steady state only once every connection has had a reply:
         # large batches at high concurrency wait seconds in the queue, so warm up longer
         warmup = max(warmup, cell.concurrency * cell.batch * (cell.hops + 2) / 150_000)
-        argv += ["--duration", str(duration), "--warmup", str(warmup)]
-        argv += (
-            ["--rate", str(cell.rate)] if cell.rate else ["--concurrency", str(cell.concurrency)]
+        argv = loadgen.argv(
+            server.url,
+            pool,
+            batch=cell.batch,
+            hops=cell.hops,
+            duration=duration,
+            warmup=warmup,
+            concurrency=cell.concurrency,
+            rate=cell.rate,
         )
         gen = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         assert gen.stdout is not None

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench import loadgen
 from bench.payload import HOPS, pool_file
 from bench.run import OUT, POOL
 from bench.server import Server
@@ -72,25 +73,15 @@ def main() -> None:
         samples: list[tuple[float, float]] = []
         try:
             gen = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.loadgen",
-                    "--url",
+                loadgen.argv(
                     server.url,
-                    "--pool",
-                    str(pool),
-                    "--batch",
-                    "100",
-                    "--hops",
-                    str(HOPS),
-                    "--rate",
-                    str(args.rate),
-                    "--duration",
-                    str(args.duration),
-                    "--warmup",
-                    "0",
-                ],
+                    pool,
+                    batch=100,
+                    hops=HOPS,
+                    duration=args.duration,
+                    warmup=0,
+                    rate=args.rate,
+                ),
                 stdout=subprocess.PIPE,
                 text=True,
             )

@@ -182,3 +182,12 @@ def lost_or_duplicated(
         if any(ips[marker_ip(worker, batch, i)] != 1 for i in range(RESULTS_PER_BATCH))
     ]
     return lost, duplicated
+
+
+def stop_leftovers(service: ServiceProcess, client: subprocess.Popen[str]) -> None:
+    """After a test, whatever happened: kill the service and the client if still running."""
+    if service.proc.poll() is None:
+        service.kill9()
+    if client.poll() is None:
+        client.kill()
+        client.wait(timeout=30)

@@ -20,6 +20,7 @@ from tests.service_process import (
     lost_or_duplicated,
     run_client,
     start_service,
+    stop_leftovers,
     stored_ips,
     wait_for_acks,
 )
@@ -54,11 +55,7 @@ def test_kill_9_loses_no_acknowledged_batch(tmp_path: Path) -> None:
             service.kill9()
             _, client_err = client.communicate(timeout=60)
         finally:
-            if service.proc.poll() is None:
-                service.kill9()
-            if client.poll() is None:
-                client.kill()
-                client.wait(timeout=30)
+            stop_leftovers(service, client)
         assert client.returncode == 0, client_err
         assert service.proc.returncode == -9
 

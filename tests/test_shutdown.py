@@ -13,6 +13,7 @@ from tests.service_process import (
     lost_or_duplicated,
     run_client,
     start_service,
+    stop_leftovers,
     stored_ips,
     wait_for_acks,
 )
@@ -29,11 +30,7 @@ def test_sigterm_under_load_keeps_every_acknowledged_batch(tmp_path: Path) -> No
         status = service.terminate()
         _, client_err = client.communicate(timeout=60)
     finally:
-        if service.proc.poll() is None:
-            service.kill9()
-        if client.poll() is None:
-            client.kill()
-            client.wait(timeout=30)
+        stop_leftovers(service, client)
     assert status == 0, service.stderr()
     assert client.returncode == 0, client_err
     assert service.events("stopped"), "no 'stopped' log line"

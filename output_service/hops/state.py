@@ -10,12 +10,12 @@ transaction here is short so neither waits long on the other.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from output_service.storage.schema import SchemaError
+from output_service.storage.sqlite import immediate_transaction, run_script
 
 STATE_FILE = "state.db"
 SCHEMA_VERSION = 1
@@ -108,7 +108,7 @@ class StateDB:
         and forget them from the seen-set (so a later traceroute queues them again).
         Returns (rows added, addresses dropped)."""
         conn = self._conn
-        with _transaction(conn):
+        with immediate_transaction(conn):
             conn.executemany(_UPSERT_SEEN, [(ip, now) for ip in ips])
             before = conn.total_changes
             conn.executemany(
@@ -164,7 +164,7 @@ class StateDB:
         copy: tuple[str, list[tuple[object, ...]]] | None,
     ) -> int:
         conn = self._conn
-        with _transaction(conn):
+        with immediate_transaction(conn):
             if copy is not None:
                 conn.executemany(*copy)
             before = conn.total_changes
@@ -191,22 +191,6 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    with _transaction(conn):
-        for statement in (s.strip() for s in _V1.split(";")):
-            if statement:
-                conn.execute(statement)
+    with immediate_transaction(conn):
+        run_script(conn, _V1)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-
-@contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the connection is in
-    autocommit mode, so nothing else opens transactions behind our back)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

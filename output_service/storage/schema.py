@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from output_service.storage.sqlite import immediate_transaction, run_script
+
 SCHEMA_VERSION = 1
 
 SEED_TABLES = """
@@ -104,16 +106,10 @@ def migrate(conn: sqlite3.Connection) -> int:
         return before
     statements = [SEED_TABLES, LIVE_INDEXES] if before == 0 else []
     statements += [MIGRATIONS[v] for v in range(before + 1, SCHEMA_VERSION + 1)]
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with immediate_transaction(conn):
         for script in statements:
-            for statement in _split(script):
-                conn.execute(statement)
+            run_script(conn, script)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return before
 
 
@@ -133,14 +129,8 @@ def add_sealed_indexes(conn: sqlite3.Connection) -> bool:
     """
     if SEED_INDEX_NAMES.issubset(index_names(conn)):
         return False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _split(SEED_INDEXES):
-            conn.execute(statement)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    with immediate_transaction(conn):
+        run_script(conn, SEED_INDEXES)
     return True
 
 
@@ -151,8 +141,3 @@ def drop_live_only_indexes(conn: sqlite3.Connection) -> bool:
         return False
     conn.execute(f"DROP INDEX IF EXISTS {HOP_IP_INDEX_NAME}")
     return True
-
-
-def _split(script: str) -> list[str]:
-    """executescript() would COMMIT on its own; run statements one by one instead."""
-    return [s.strip() for s in script.split(";") if s.strip()]
