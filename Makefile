@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck format clean bench bench-quick bench-soak profile
+.PHONY: run test check lint typecheck format clean bench bench-quick bench-soak profile bench-data bench-query
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ bench-soak: $(BENCH_STAMP)  ## 5 minutes at a fixed rate, watching memory and sl
 
 profile: $(BENCH_STAMP)  ## py-spy samples of the service under load, grouped by hot-path stage
 	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
+
+bench-data: $(BENCH_STAMP)  ## the query benchmark's data: 5 files, 700,000 results (bench-data/)
+	$(BIN)/python -m bench.query_data --dir bench-data
+
+bench-query: $(BENCH_STAMP)  ## the query API's figures on bench-data/, appended to BENCHMARKS.md
+	$(BIN)/python -m bench.query_bench --dir bench-data
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

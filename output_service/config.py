@@ -132,7 +132,7 @@ class Config:
     )
     # The query API (/api/...)
     max_concurrent_reads: int = _setting(
-        4, "read endpoints running at once; more wait a second, then 503", minimum=1
+        2, "read endpoints running at once; more wait a second, then 503", minimum=1
     )
     read_query_timeout_s: float = _setting(
         10.0, "one step of a read stops after this many seconds (503)", minimum=0.001

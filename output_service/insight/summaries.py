@@ -9,6 +9,7 @@ sums and counts add, first/last take min/max, node sets unite, and the RTTs
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ class _Target:
     loss_sum: float = 0.0
     first_seen: str | None = None
     last_seen: str | None = None
-    rtt_runs: list[list[int]] = field(default_factory=list)
+    rtt_runs: list[array[int]] = field(default_factory=list)
     nodes: set[str | None] = field(default_factory=set)
 
 
@@ -53,17 +54,42 @@ class TargetAccumulator:
         """(ip, ascending RTTs comma-joined) of results that got replies."""
         for ip, joined in rows:
             if joined:
-                self._get(ip).rtt_runs.append([int(v) for v in joined.split(",")])
+                self._get(ip).rtt_runs.append(array("q", map(int, joined.split(","))))
 
     def add_nodes(self, rows: Iterable[Sequence[Any]]) -> None:
         """(ip, node id or None) pairs."""
         for ip, node in rows:
             self._get(ip).nodes.add(node)
 
+    def merge(self, other: TargetAccumulator) -> None:
+        """Add another file's (or another id range's) partial aggregates to these."""
+        for ip, o in other._targets.items():
+            t = self._get(ip)
+            t.results += o.results
+            t.failed += o.failed
+            t.loss_sum += o.loss_sum
+            if o.first_seen is not None:
+                t.first_seen = (
+                    o.first_seen if t.first_seen is None else min(t.first_seen, o.first_seen)
+                )
+            if o.last_seen is not None:
+                t.last_seen = o.last_seen if t.last_seen is None else max(t.last_seen, o.last_seen)
+            t.rtt_runs.extend(o.rtt_runs)
+            t.nodes |= o.nodes
+
+    def compact(self, max_runs: int = 4) -> None:
+        """Merge a target's sorted RTT runs into one once there are many (a cached
+        live-file partial gains one run per extension)."""
+        for t in self._targets.values():
+            if len(t.rtt_runs) > max_runs:
+                t.rtt_runs = [array("q", heapq.merge(*t.rtt_runs))]
+
     def rows(self) -> list[dict[str, Any]]:
         out = []
         for ip, t in self._targets.items():
-            rtts = t.rtt_runs[0] if len(t.rtt_runs) == 1 else list(heapq.merge(*t.rtt_runs))
+            rtts: Sequence[int] = (
+                t.rtt_runs[0] if len(t.rtt_runs) == 1 else list(heapq.merge(*t.rtt_runs))
+            )
             out.append(
                 {
                     "ip": ip,

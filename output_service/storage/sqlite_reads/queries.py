@@ -37,8 +37,11 @@ ITEM_JSON = (
 _FROM = "FROM ping_results p LEFT JOIN batches b ON b.id = p.batch_id"
 
 
-def where(flt: ResultFilter, *, before_id: int | None = None) -> tuple[str, dict[str, Any]]:
-    """WHERE text and named parameters for `flt` (and `p.id < before_id`)."""
+def where(
+    flt: ResultFilter, *, before_id: int | None = None, ids: tuple[int, int] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """WHERE text and named parameters for `flt` (and `p.id < before_id`, and
+    `after < p.id <= upto` for `ids`)."""
     clauses: list[str] = []
     params: dict[str, Any] = {}
     if flt.ip is not None:
@@ -62,6 +65,9 @@ def where(flt: ResultFilter, *, before_id: int | None = None) -> tuple[str, dict
     if before_id is not None:
         clauses.append("p.id < :before")
         params["before"] = before_id
+    if ids is not None:
+        clauses.append("p.id > :after AND p.id <= :upto")
+        params["after"], params["upto"] = ids
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
@@ -71,9 +77,11 @@ def items(flt: ResultFilter, before_id: int | None) -> tuple[str, dict[str, Any]
     return f"SELECT p.id, {ITEM_JSON} {_FROM}{cond} ORDER BY p.id DESC LIMIT :limit", params
 
 
-def target_totals(flt: ResultFilter) -> tuple[str, dict[str, Any]]:
+def target_totals(
+    flt: ResultFilter, ids: tuple[int, int] | None = None
+) -> tuple[str, dict[str, Any]]:
     """Per target: results, failed, sum of packet loss, first and last timestamp."""
-    cond, params = where(flt)
+    cond, params = where(flt, ids=ids)
     return (
         f"SELECT p.ip, count(*), sum({FAILED}), sum(p.packet_loss),"
         f" min(p.timestamp), max(p.timestamp) {_FROM}{cond} GROUP BY p.ip",
@@ -81,9 +89,11 @@ def target_totals(flt: ResultFilter) -> tuple[str, dict[str, Any]]:
     )
 
 
-def target_rtts(flt: ResultFilter) -> tuple[str, dict[str, Any]]:
+def target_rtts(
+    flt: ResultFilter, ids: tuple[int, int] | None = None
+) -> tuple[str, dict[str, Any]]:
     """Per target: the RTTs of results that got replies, ascending, comma-joined."""
-    cond, params = where(flt)
+    cond, params = where(flt, ids=ids)
     cond = f"{cond} AND p.received > 0" if cond else " WHERE p.received > 0"
     return (
         "SELECT ip, group_concat(avg_rtt) FROM"
@@ -93,9 +103,11 @@ def target_rtts(flt: ResultFilter) -> tuple[str, dict[str, Any]]:
     )
 
 
-def target_nodes(flt: ResultFilter) -> tuple[str, dict[str, Any]]:
+def target_nodes(
+    flt: ResultFilter, ids: tuple[int, int] | None = None
+) -> tuple[str, dict[str, Any]]:
     """(target, node) pairs: which nodes reported each target."""
-    cond, params = where(flt)
+    cond, params = where(flt, ids=ids)
     return f"SELECT DISTINCT p.ip, b.node_id {_FROM}{cond}", params
 
 

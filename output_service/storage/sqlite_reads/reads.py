@@ -33,6 +33,7 @@ from output_service.storage.seam import (
     TargetQuery,
 )
 from output_service.storage.sqlite_reads import queries
+from output_service.storage.sqlite_reads.partials import PartialCache
 
 ListFiles = Callable[[], Sequence[Path]]
 EXPORT_CHUNK = 2000  # results per statement of an export
@@ -87,6 +88,7 @@ class SqliteReads:
     def __init__(self, files: ListFiles, gate: ReadGate) -> None:
         self._files = files
         self._gate = gate
+        self._partials = PartialCache()
 
     # -- results ---------------------------------------------------------------
 
@@ -161,19 +163,14 @@ class SqliteReads:
         return rows[query.offset : query.offset + query.limit]
 
     def _accumulate(self, flt: ResultFilter, deadline: float) -> TargetAccumulator:
-        acc = TargetAccumulator()
+        """Merge each file's cached partial, extended by the rows that arrived since."""
+        total = TargetAccumulator()
         for path in self._files():
             with _opened(path) as conn:
                 if conn is None:
                     continue
-                for make, add in (
-                    (queries.target_totals, acc.add_totals),
-                    (queries.target_rtts, acc.add_rtts),
-                    (queries.target_nodes, acc.add_nodes),
-                ):
-                    sql, params = make(flt)
-                    add(conn.all(sql, params, deadline))
-        return acc
+                total.merge(self._partials.get(conn, path, flt, deadline))
+        return total
 
     async def target(self, query: SeriesQuery) -> dict[str, Any] | None:
         rows = await self._gate.run(lambda d: self._each(queries.series_rows, query.filter, d))
