@@ -11,7 +11,8 @@ Two limits, both backend-neutral:
   interrupts the statement; PostgreSQL: statement_timeout), so a slow query
   stops using the CPU, not just its caller's patience. Past it: `ReadBusy`.
 
-A stream (an export) holds one slot for its whole length but runs as many
+Read threads run at a lower CPU priority than the rest of the process. A
+stream (an export) holds one slot for its whole length but runs as many
 short steps, each with a fresh deadline, so no single statement (and no
 snapshot) lives long.
 """
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,7 +43,9 @@ class ReadGate:
         self.timeout_s = timeout_s
         self.queue_wait_s = queue_wait_s
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._pool = ThreadPoolExecutor(max_concurrent, thread_name_prefix="read")
+        self._pool = ThreadPoolExecutor(
+            max_concurrent, thread_name_prefix="read", initializer=_lower_priority
+        )
         self.refused = 0  # reads turned away (busy or timed out), for metrics
         self.running = 0
 
@@ -68,6 +73,14 @@ class ReadGate:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Read threads run at nice 10 (Linux schedules threads one by one): on a busy
+    machine the writer's thread and the event loop get the CPU first, so heavy
+    reads slow down rather than ingest."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class Steps:

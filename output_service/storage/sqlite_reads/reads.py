@@ -99,7 +99,7 @@ class SqliteReads:
     async def results_page(self, flt: ResultFilter, limit: int, cursor: str | None) -> ResultPage:
         start = _decode(cursor)
         rows = await self._gate.run(lambda deadline: self._page(flt, limit + 1, start, deadline))
-        items = [msgspec.json.decode(text) for _, _, text in rows[:limit]]
+        items = msgspec.json.decode("[" + ",".join(text for _, _, text in rows[:limit]) + "]")
         next_cursor = None
         if len(rows) > limit:
             name, last_id, _ = rows[limit - 1]
@@ -158,9 +158,11 @@ class SqliteReads:
     # -- summaries ----------------------------------------------------------------
 
     async def targets(self, query: TargetQuery) -> list[dict[str, Any]]:
-        acc = await self._gate.run(lambda d: self._accumulate(query.filter, d))
-        rows = sort_targets(acc.rows(), query.sort)
-        return rows[query.offset : query.offset + query.limit]
+        def step(deadline: float) -> list[dict[str, Any]]:
+            rows = sort_targets(self._accumulate(query.filter, deadline).rows(), query.sort)
+            return rows[query.offset : query.offset + query.limit]
+
+        return await self._gate.run(step)
 
     def _accumulate(self, flt: ResultFilter, deadline: float) -> TargetAccumulator:
         """Merge each file's cached partial, extended by the rows that arrived since."""
