@@ -149,3 +149,20 @@ def test_unreadable_state_db_is_one_line_and_status_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("output-service: db_dir: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_unknown_flag_is_one_line_pointing_to_help() -> None:
+    done = run_cli("--prot", "8082")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "output-service: unrecognized arguments: --prot 8082 (see output-service --help)"
+    ]
+
+
+def test_help_names_environment_variables_and_precedence() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "OUTPUT_SERVICE_KEEP_FILES" in text
+    assert "defaults < config file < environment < command line" in text
+    assert "--no-verbose" in text
