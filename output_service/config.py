@@ -166,7 +166,7 @@ class Config:
         if self.synchronous not in SYNCHRONOUS_MODES:
             raise ConfigError("synchronous", f"must be one of {', '.join(SYNCHRONOUS_MODES)}")
         if self.hops_backoff_max_s < self.hops_backoff_base_s:
-            raise ConfigError("hops_backoff_max_s", "must be >= hops_backoff_base_s")
+            raise ConfigError("hops_backoff_max_s", "must be at least hops_backoff_base_s")
         if self.input_url and not self.input_url.startswith(("http://", "https://")):
             raise ConfigError(
                 "input_url", f"must be an http(s) URL or empty, got {self.input_url!r}"

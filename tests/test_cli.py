@@ -95,7 +95,7 @@ def test_serves_stores_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
 def test_bad_setting_is_one_line_and_status_2(tmp_path: Path) -> None:
     proc = run_cli("--max-size-mb", "-5")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "output-service: max_size_mb: must be >= 0.001, got -5.0"
+    assert proc.stderr.strip() == "output-service: max_size_mb: must be greater than 0, got -5"
 
 
 def test_port_in_use_is_one_line_and_status_2(tmp_path: Path) -> None:
