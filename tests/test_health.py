@@ -86,10 +86,10 @@ async def test_recent_is_newest_first_with_hops(service: Running) -> None:
     resp = await service.health.get("/recent")
     body = await resp.json()
     assert resp.status == 200
-    assert [r["ip"] for r in body["results"]] == ["192.0.2.2", "192.0.2.1"]
-    assert body["results"][0]["node_id"] == "n2"
-    assert body["results"][0]["traceroute"] is None
-    hops = body["results"][1]["traceroute"]["hops"]
+    assert [r["ip"] for r in body] == ["192.0.2.2", "192.0.2.1"]
+    assert body[0]["node_id"] == "n2"
+    assert body[0]["traceroute"] is None
+    hops = body[1]["traceroute"]["hops"]
     assert [(h["ttl"], h["ip"]) for h in hops] == [(1, "10.0.0.1"), (2, "10.1.0.1")]
 
 
@@ -97,9 +97,49 @@ async def test_recent_filters_by_ip_and_limits(service: Running) -> None:
     await service.results.post(
         "/results", json=[make_result("2001:db8::1")] * 3 + [make_result("192.0.2.1")]
     )
-    body = await (await service.health.get("/recent?ip=2001:DB8:0::1&limit=2")).json()
-    assert body["count"] == 2
-    assert {r["ip"] for r in body["results"]} == {"2001:db8::1"}
+    resp = await service.health.get("/recent?ip=2001:DB8:0::1&limit=2")
+    body = await resp.json()
+    assert len(body) == 2 and resp.headers["X-Result-Count"] == "2"
+    assert resp.headers["X-Result-Limit"] == "2"
+    assert {r["ip"] for r in body} == {"2001:db8::1"}
+
+
+async def test_recent_is_the_go_bare_array_with_null_error_when_none(service: Running) -> None:
+    await service.results.post(
+        "/results", json=[make_result("192.0.2.1"), make_result("192.0.2.2", error="timeout")]
+    )
+    resp = await service.health.get("/recent?limit=50")
+    body = await resp.json()
+    assert isinstance(body, list)
+    # what the Go README's `jq '.[] | select(.error != null)'` recipe selects
+    assert [r["ip"] for r in body if r.get("error") is not None] == ["192.0.2.2"]
+    assert [r["error"] for r in body] == ["timeout", None]
+
+
+async def test_ipv4_mapped_target_is_found_by_its_ipv4_form(service: Running) -> None:
+    await service.results.post("/results", json=[make_result("::ffff:192.0.2.200")])
+    for query in ("192.0.2.200", "::ffff:192.0.2.200"):
+        body = await (await service.health.get("/recent", params={"ip": query})).json()
+        assert [r["ip"] for r in body] == ["192.0.2.200"]
+
+
+async def test_hops_null_comes_back_null_and_empty_comes_back_empty(service: Running) -> None:
+    items = []
+    for hops in (None, []):
+        item = make_result()
+        item["traceroute"] = {"method": "icmp", "completed": False, "hops": hops}
+        items.append(item)
+    item = make_result()
+    item["Traceroute"] = {"Method": "icmp", "HOPS": None}  # Go matches keys in any case
+    items.append(item)
+    assert (await service.results.post("/results", json=items)).status == 200
+    body = await (await service.health.get("/recent")).json()
+    assert [r["traceroute"]["hops"] for r in reversed(body)] == [None, [], None]
+
+
+async def test_non_ascii_digits_in_limit_get_400(service: Running) -> None:
+    resp = await service.health.get("/recent", params={"limit": "\u00b2"})
+    assert resp.status == 400
 
 
 @pytest.mark.parametrize(
