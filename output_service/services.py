@@ -42,7 +42,9 @@ class Services:
         storage = Storage(
             config, metrics, clock, before_commit=hops.before_commit if hops else None
         )
-        return cls(config, metrics, storage, clock, clock(), hops)
+        services = cls(config, metrics, storage, clock, clock(), hops)
+        metrics.go_series_from(services.stats)
+        return services
 
     def stats(self) -> dict[str, Any]:
         """The `stats` object of /health and /stats: storage's, with the hop totals."""

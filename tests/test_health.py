@@ -166,3 +166,34 @@ async def test_unknown_path_and_method_get_json_errors(service: Running) -> None
 )
 def test_uptime_is_formatted_like_go(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
+
+
+async def test_metrics_carry_the_go_series_by_their_exact_names(service: Running) -> None:
+    await service.results.post("/results", json=[make_result(), make_result(error="timeout")])
+    await service.results.post("/results", json=[make_result()])
+    text = await (await service.health.get("/metrics")).text()
+    lines = text.splitlines()
+    for name, value in [
+        ("total_results", 3),
+        ("successful_pings", 2),
+        ("failed_pings", 1),
+        ("hops_discovered", 0),
+        ("hops_sent", 0),
+    ]:
+        assert f"output_service_{name} {value:.1f}" in lines, name
+    # the conventional counter stays beside the Go name
+    assert "output_service_results_received_total 3.0" in lines
+    assert "# TYPE output_service_hops_discovered_total counter" in lines
+
+
+async def test_labelled_counters_have_every_known_series_at_zero(service: Running) -> None:
+    text = await (await service.health.get("/metrics")).text()
+    lines = set(text.splitlines())
+    for sample in [
+        'output_service_storage_errors_total{kind="disk_full"} 0.0',
+        'output_service_rotations_total{reason="size"} 0.0',
+        'output_service_auth_refusals_total{reason="wrong",scope="read"} 0.0',
+        'output_service_rejected_requests_total{reason="body_too_large"} 0.0',
+        'output_service_dumps_total{outcome="complete"} 0.0',
+    ]:
+        assert sample in lines, sample
