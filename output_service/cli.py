@@ -19,7 +19,7 @@ from output_service import __version__
 from output_service.app import create_health_app, create_results_app, runner_options
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
-from output_service.logs import configure_logging
+from output_service.logs import configure_logging, effective_settings
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS
 
@@ -69,6 +69,8 @@ async def serve(config: Config) -> None:
             health_port=health_port,
             db_dir=str(config.db_dir),
             current_db_file=services.storage.current_file.name,
+            hop_loop=services.hops is not None,
+            settings=effective_settings(config),
         )
         log_auth_mode(config)
         await _until_signalled()
@@ -76,7 +78,11 @@ async def serve(config: Config) -> None:
     finally:
         await health_runner.cleanup()
         await results_runner.cleanup()
-    log.info("stopped", total_results=services.storage.total_results)
+    log.info(
+        "stopped",
+        total_results=services.storage.total_results,
+        hops_waiting=services.hops.counts.depth if services.hops is not None else 0,
+    )
 
 
 async def _listen(runner: web.AppRunner, host: str, port: int, setting: str) -> int:

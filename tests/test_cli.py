@@ -166,3 +166,41 @@ def test_help_names_environment_variables_and_precedence() -> None:
     assert "OUTPUT_SERVICE_KEEP_FILES" in text
     assert "defaults < config file < environment < command line" in text
     assert "--no-verbose" in text
+
+
+def test_start_line_has_every_setting_redacted_and_stop_line_the_waiting_hops(
+    tmp_path: Path,
+) -> None:
+    # the input service is down (nothing listens on the port): hops wait in the outbox
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    proc, listening = start(
+        "--host=127.0.0.1",
+        "--port=0",
+        "--health-port=0",
+        f"--db-dir={tmp_path / 'data'}",
+        f"--input-url=http://127.0.0.1:{dead_port}/hops",
+        "--hops-final-flush-s=0",
+        "--admin-token=secret-a,secret-b",
+    )
+    try:
+        settings = listening["settings"]
+        assert listening["hop_loop"] is True
+        assert settings["admin_token"] == "2 set"
+        assert settings["ingest_token"] == settings["read_token"] == ""
+        assert settings["keep_files"] == 5 and settings["db_dir"] == str(tmp_path / "data")
+        assert set(settings) >= {"max_size_mb", "rotation_days", "synchronous", "input_url"}
+        item = make_result(hops=2)
+        item["traceroute"]["hops"] = [
+            {"ttl": 1, "ip": "198.51.100.1", "rtt": 1},
+            {"ttl": 2, "ip": "198.51.100.2", "rtt": 1},
+        ]
+        assert post(listening["results_port"], [item])[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 0, err
+    assert "secret-a" not in out and "secret-a" not in json.dumps(listening)
+    (stopped,) = [e for e in map(json.loads, out.splitlines()) if e["event"] == "stopped"]
+    assert stopped["hops_waiting"] == 2
