@@ -15,9 +15,9 @@ RUN pip install --no-cache-dir . \
 
 USER 10001:10001
 VOLUME ["/data"]
-# db_dir through the environment, not a flag: a flag would silently override the
-# db_dir of a mounted config file, the environment only its default (a file given with
-# OUTPUT_SERVICE_CONFIG still loses to it; unset it there if the file should decide).
+# db_dir through the environment, not a flag baked into the entrypoint, so that
+# `docker run -e OUTPUT_SERVICE_DB_DIR=...` can change it. The environment beats a
+# config file: keep the volume at /data, or set this variable to the file's db_dir.
 ENV OUTPUT_SERVICE_DB_DIR=/data
 EXPOSE 8081 8091
 STOPSIGNAL SIGTERM
