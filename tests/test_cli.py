@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import sqlite3
@@ -11,6 +12,8 @@ import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from output_service.storage.files import results_files
 from tests.conftest import make_result
@@ -204,3 +207,22 @@ def test_start_line_has_every_setting_redacted_and_stop_line_the_waiting_hops(
     assert "secret-a" not in out and "secret-a" not in json.dumps(listening)
     (stopped,) = [e for e in map(json.loads, out.splitlines()) if e["event"] == "stopped"]
     assert stopped["hops_waiting"] == 2
+
+
+def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed (Debian package: make)")
+    root = Path(__file__).parent.parent
+    venv = tmp_path / "venv"
+    done = subprocess.run(
+        [make, "-n", "run", f"VENV={venv}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    installs = [line for line in done.stdout.splitlines() if "pip install" in line]
+    assert any(line.endswith("install --quiet -e .") for line in installs), installs
+    assert not any("[dev" in line for line in installs), installs
