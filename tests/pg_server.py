@@ -32,7 +32,9 @@ def find_bin_dir() -> Path | None:
         return Path(os.path.realpath(on_path)).parent
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
         reverse=True,
     )
     return Path(candidates[0]).parent if candidates else None
@@ -171,7 +173,37 @@ def pg_server() -> Iterator[PgServer]:
             shutil.rmtree(server.base, ignore_errors=True)
 
 
+@dataclass
+class PgDatabase:
+    """One test's database: its URL for the service, psql for reading rows back."""
+
+    server: PgServer
+    name: str
+
+    @property
+    def url(self) -> str:
+        return self.server.url(self.name)
+
+    def psql(self, sql: str) -> str:
+        return self.server.psql(sql, self.name)
+
+
 @pytest.fixture
-def pg_url(pg_server: PgServer) -> str:
+def pg_db(pg_server: PgServer) -> PgDatabase:
     """A fresh, empty database on the session's server."""
-    return pg_server.create_database(f"t{time.monotonic_ns()}")
+    name = f"t{time.monotonic_ns()}"
+    pg_server.create_database(name)
+    return PgDatabase(pg_server, name)
+
+
+@pytest.fixture
+def own_pg_server() -> Iterator[PgServer]:
+    """A server of the test's own, for tests that restart or stop it."""
+    server = start_pg_server()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop("immediate")
+        finally:
+            shutil.rmtree(server.base, ignore_errors=True)
