@@ -27,7 +27,7 @@ import datetime as dt
 import re
 from dataclasses import dataclass
 
-import asyncpg
+from output_service.storage.postgres.connection import Conn
 
 SCHEMA_VERSION = 1
 # pg_advisory_xact_lock keys: any constant; these spell "outs" and "part".
@@ -125,7 +125,7 @@ class SchemaError(Exception):
     """The database was migrated by a newer version of the service."""
 
 
-async def migrate(conn: asyncpg.Connection) -> list[int]:
+async def migrate(conn: Conn) -> list[int]:
     """Bring the database to SCHEMA_VERSION; the versions this call applied.
 
     One transaction under a transaction-level advisory lock: instances starting
@@ -164,7 +164,7 @@ class Partition:
     end: dt.datetime
 
 
-async def partitions(conn: asyncpg.Connection, table: str = "ping_results") -> list[Partition]:
+async def partitions(conn: Conn, table: str = "ping_results") -> list[Partition]:
     """The partitions of `table`, oldest first, with their bounds read from the catalog."""
     rows = await conn.fetch(
         "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound"
@@ -195,9 +195,7 @@ def slot(moment: dt.datetime, days: float) -> tuple[dt.datetime, dt.datetime]:
     return start, start + width
 
 
-async def ensure_partitions(
-    conn: asyncpg.Connection, now: dt.datetime, days: float, ahead: int
-) -> list[str]:
+async def ensure_partitions(conn: Conn, now: dt.datetime, days: float, ahead: int) -> list[str]:
     """Create the partitions for the interval holding `now` and `ahead` more; the names
     created. A slot that overlaps an existing partition (the interval was changed) is
     skipped rather than failing."""
@@ -219,9 +217,7 @@ async def ensure_partitions(
     return created
 
 
-async def drop_expired(
-    conn: asyncpg.Connection, now: dt.datetime, retention_days: float
-) -> list[str]:
+async def drop_expired(conn: Conn, now: dt.datetime, retention_days: float) -> list[str]:
     """Drop every partition that ends before `now - retention_days` (all three tables),
     and the batches rows of that time; the names dropped. Whole partitions, never
     row-by-row deletes of results."""
