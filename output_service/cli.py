@@ -29,6 +29,11 @@ log = structlog.get_logger("output_service")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `output-service` and `python -m output_service`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ship"]:  # load results files into PostgreSQL
+        from output_service.tools import ship
+
+        return ship.main(args[1:])
     try:
         config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
