@@ -1,6 +1,8 @@
-"""The PostgreSQL writer: one task, group commit, everything of a group in one transaction.
+"""The PostgreSQL writer: group commit, everything of a group in one transaction.
 
-Requests enqueue a batch and await a future; the task takes what is queued (up to
+Requests enqueue a batch and await a future; a writer task (two by default, on
+their own connections, so one builds a group while the other waits for its
+commit to be flushed) takes what is queued (up to
 `commit_max_results`), and in one transaction allocates ids, inserts the batches'
 rows (idempotency keys unique in the database: `ON CONFLICT DO NOTHING`), COPYs
 the results, traceroutes and hops, and queues new hop addresses in the shared
@@ -85,6 +87,7 @@ class WriterSettings:
     hops: bool  # the feedback loop is on: queue hop addresses in the outbox
     exclude_private: bool = False
     resend_after_s: float = 7 * 86400
+    writers: int = 2  # transactions in flight at once (BENCHMARKS.md "PostgreSQL cells")
 
 
 def _text(value: str | None) -> str | None:
@@ -95,7 +98,7 @@ def _text(value: str | None) -> str | None:
 
 
 class PgWriter:
-    """The only task writing results from this instance."""
+    """The tasks writing results from this instance, sharing one bounded queue."""
 
     def __init__(
         self,
@@ -114,7 +117,7 @@ class PgWriter:
         self._queued_results = 0
         self._wake = asyncio.Event()
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def queued_results(self) -> int:
@@ -125,10 +128,15 @@ class PgWriter:
         return self._queued_results >= self._settings.queue_max_results
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="pg-writer")
+        # Several transactions in flight: one commits (waits on the WAL flush) while
+        # the next is built and sent, which a single task on one connection cannot do.
+        self._tasks = [
+            asyncio.create_task(self._run(), name=f"pg-writer-{n}")
+            for n in range(self._settings.writers)
+        ]
 
     def submit(self, submission: Submission) -> asyncio.Future[Outcome]:
-        if self._closing or self._task is None or self._task.done():
+        if self._closing or not self._tasks or all(t.done() for t in self._tasks):
             raise StoreClosed("shutting down")
         if self.full:
             raise QueueFull("write queue is full")
@@ -142,8 +150,8 @@ class PgWriter:
         """Commit what is queued (or fail it), then stop."""
         self._closing = True
         self._wake.set()
-        if self._task is not None:
-            await self._task
+        self._wake.set()
+        await asyncio.gather(*self._tasks)
 
     async def _run(self) -> None:
         while True:
@@ -152,6 +160,8 @@ class PgWriter:
                     return
                 self._wake.clear()
                 await self._wake.wait()
+                if self._closing:
+                    self._wake.set()  # the other writer tasks must see it too
                 continue
             group = self._take()
             try:
