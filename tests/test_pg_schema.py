@@ -90,3 +90,22 @@ async def test_partitions_ahead_and_retention_drops_whole_partitions(pg_db: PgDa
         assert pg_db.psql(f"SELECT count(*) FROM {table}") == "1"
     assert pg_db.psql("SELECT id FROM ping_results") == "2"
     assert pg_db.psql("SELECT id FROM batches") == "2"
+
+
+async def test_a_partition_gets_its_hop_ip_index_once_its_interval_is_over(
+    pg_db: PgDatabase,
+) -> None:
+    conn = await asyncpg.connect(pg_db.url)
+    try:
+        await schema.migrate(conn)
+        then = dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+        await schema.ensure_partitions(conn, then, days=1, ahead=1)
+        assert await schema.seal_partitions(conn, then) == []  # 1 March still takes rows
+        built = await schema.seal_partitions(conn, then + DAY)
+        assert built == ["traceroute_hops_p20260301_0000_ip_idx"]
+        assert await schema.seal_partitions(conn, then + DAY) == []
+    finally:
+        await conn.close()
+    assert pg_db.psql(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'traceroute_hops_p20260301_0000_ip_idx'"
+    ).endswith("USING btree (ip)")

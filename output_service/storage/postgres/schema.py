@@ -89,7 +89,7 @@ CREATE TABLE traceroute_hops (
     timeout boolean NOT NULL DEFAULT false
 ) PARTITION BY RANGE (received_at);
 CREATE INDEX idx_traceroute_hops_traceroute_id ON traceroute_hops (traceroute_id);
-CREATE INDEX idx_traceroute_hops_ip ON traceroute_hops (ip);
+-- the hop-IP index is built per partition once its interval is over (seal_partitions)
 
 -- the hop feedback loop, shared by every instance
 CREATE TABLE hops_seen (
@@ -215,6 +215,29 @@ async def ensure_partitions(conn: Conn, now: dt.datetime, days: float, ahead: in
                     created.append(name)
                 start, end = end, end + (end - start)
     return created
+
+
+HOP_IP_INDEX = "ip_idx"
+
+
+async def seal_partitions(conn: Conn, now: dt.datetime) -> list[str]:
+    """Build the hop-IP index of every traceroute_hops partition whose interval is over.
+
+    As on SQLite, where the live file goes without `idx_traceroute_hops_ip` and gets it
+    when sealed: random inserts into that index are the largest insert cost. A
+    partition that no longer takes inserts gets it in one sorted build (its lock
+    blocks nobody: rows arrive in the current partition). Until then, hop-IP reads
+    scan the current partition."""
+    built: list[str] = []
+    for part in await partitions(conn, "traceroute_hops"):
+        if part.end > now:
+            continue
+        name = f"{part.name}_{HOP_IP_INDEX}"
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
+        if not exists:
+            await conn.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{part.name}" (ip)')
+            built.append(name)
+    return built
 
 
 async def drop_expired(conn: Conn, now: dt.datetime, retention_days: float) -> list[str]:

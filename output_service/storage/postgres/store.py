@@ -176,9 +176,10 @@ class PostgresStore:
                 conn, now, cfg.pg_partition_days, cfg.pg_partitions_ahead
             )
             dropped = await schema.drop_expired(conn, now, cfg.retention_days)
+            sealed = await schema.seal_partitions(conn, now)
             self._partitions = len(await schema.partitions(conn))
-        if created or dropped:
-            log.info("partitions maintained", created=created, dropped=dropped)
+        if created or dropped or sealed:
+            log.info("partitions maintained", created=created, dropped=dropped, sealed=sealed)
         if dropped:
             self._metrics.deleted_files.inc(len(dropped) // len(schema.PARTITIONED))
 
