@@ -73,6 +73,8 @@ async def test_three_instances_one_killed_mid_load(tmp_path: Path, pg_db: PgData
     alive = list(services)
     try:
         assert pg_db.psql("SELECT count(*) FROM schema_migrations") == "1"
+        # started together, exactly one of them applied the migration
+        assert sum(bool(s.events("database migrated")) for s in services) == 1
         client = RoundRobin(lambda: [s.url("/results") for s in alive])
         load = asyncio.create_task(client.run(range(BATCHES)))
         for _ in range(2000):  # until a third is acknowledged (bounded)
@@ -90,8 +92,6 @@ async def test_three_instances_one_killed_mid_load(tmp_path: Path, pg_db: PgData
         twice = [ip for ip, n in counts.items() if n > 1]
         # at least once; more only for a claim the killed instance had in flight
         assert len(twice) <= 500, twice
-        senders = {s.proc.pid for s in services}
-        assert len(senders) == 3
         for _ in range(1000):
             if pg_db.psql("SELECT count(*) FROM hop_outbox") == "0":
                 break

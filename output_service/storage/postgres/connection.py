@@ -13,6 +13,7 @@ from asyncpg.pool import PoolConnectionProxy
 # (08 connection exception, 57P admin shutdown / crash shutdown / cannot connect now,
 # 53 insufficient resources): retry later on a new connection.
 _UNAVAILABLE_STATES = ("08", "57P", "53")
+CONNECT_TIMEOUT_S = 5.0
 RETRYABLE_STATES = frozenset(("40001", "40P01"))  # serialization failure, deadlock
 # a connection of our own or one borrowed from the pool
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -72,6 +73,7 @@ async def create_pool(url: str, size: int, command_timeout_s: float) -> asyncpg.
         min_size=1,
         max_size=size,
         command_timeout=command_timeout_s,
+        timeout=CONNECT_TIMEOUT_S,  # a host that drops packets: 503 soon, not in a minute
         max_inactive_connection_lifetime=60,
         server_settings={"application_name": "output-service"},
     )
