@@ -1,6 +1,7 @@
-"""A round-robin client for the scale-out tests: keyed batches spread over several
-instances; a batch without an answer (connection gone, 503) is retried with the
-same key on the next instance, until every batch has been acknowledged."""
+"""Load for the PostgreSQL tests: sample results, and a round-robin client for the
+scale-out tests (keyed batches spread over several instances; a batch without an
+answer, connection gone or 503, is retried with the same key on the next instance,
+until every batch has been acknowledged)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 
@@ -93,3 +95,25 @@ class RoundRobin:
                     await self.send(session, queue.get_nowait())
 
             await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+def results(n: int, *, base: int = 0, hops: int = 2) -> list[dict[str, Any]]:
+    """n results with traceroutes; every fourth one failed (nothing received)."""
+    return [
+        {
+            "ip": f"10.0.{(base + i) // 250}.{(base + i) % 250 + 1}",
+            "sent": 4,
+            "received": 0 if i % 4 == 3 else 4,
+            "packet_loss": 100.0 if i % 4 == 3 else 0.0,
+            "avg_rtt": 1_000_000 + i,
+            "timestamp": "2026-03-01T10:00:00.123456789Z",
+            "traceroute": {
+                "method": "icmp",
+                "completed": True,
+                "hops": [
+                    {"ttl": t + 1, "ip": f"198.51.100.{t + 1}", "rtt": 10} for t in range(hops)
+                ],
+            },
+        }
+        for i in range(n)
+    ]

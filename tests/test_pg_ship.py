@@ -14,8 +14,8 @@ pytest.importorskip("asyncpg")
 
 from output_service.storage.schema import SEED_TABLES
 from tests.conftest import StartService
+from tests.pg_load import results
 from tests.pg_server import PgDatabase
-from tests.test_pg_store import results
 
 
 def run_ship(url: str, *paths: Path) -> subprocess.CompletedProcess[str]:

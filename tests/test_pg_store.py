@@ -16,30 +16,10 @@ from structlog.testing import capture_logs
 asyncpg = pytest.importorskip("asyncpg")
 
 from tests.conftest import StartService  # noqa: E402
+from tests.pg_load import results  # noqa: E402
 from tests.pg_server import PgDatabase, PgServer  # noqa: E402
 
 SECRET = "hunter2-s3cret"
-
-
-def results(n: int, *, base: int = 0, hops: int = 2) -> list[dict[str, Any]]:
-    return [
-        {
-            "ip": f"10.0.{(base + i) // 250}.{(base + i) % 250 + 1}",
-            "sent": 4,
-            "received": 0 if i % 4 == 3 else 4,
-            "packet_loss": 100.0 if i % 4 == 3 else 0.0,
-            "avg_rtt": 1_000_000 + i,
-            "timestamp": "2026-03-01T10:00:00.123456789Z",
-            "traceroute": {
-                "method": "icmp",
-                "completed": True,
-                "hops": [
-                    {"ttl": t + 1, "ip": f"198.51.100.{t + 1}", "rtt": 10} for t in range(hops)
-                ],
-            },
-        }
-        for i in range(n)
-    ]
 
 
 def pg(url: str, **more: Any) -> dict[str, Any]:
