@@ -59,7 +59,9 @@ async def test_a_lapsed_claim_is_taken_over_and_its_owner_settles_nothing(
         taken = await alive.claim(100)
         assert {h.ip for h in taken} == set(HOPS)
         assert all(h.attempts == 2 for h in taken)
-        assert await dead.delivered(claimed) == 0  # too late: alive owns them now
+        assert await dead.renew(claimed) == []  # too late to keep them
+        assert await dead.delivered(claimed) == 0  # nor to settle them: alive owns them now
+        assert len(await alive.renew(taken)) == len(HOPS)
         assert await alive.delivered(taken) == len(HOPS)
         await alive.release(taken)  # nothing left to release: no error
     finally:

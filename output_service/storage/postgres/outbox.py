@@ -49,6 +49,19 @@ class PgHopOutbox:
             key=lambda h: (h.queued_at, h.ip),
         )
 
+    async def renew(self, hops: Sequence[WaitingHop]) -> list[WaitingHop]:
+        """Extend the lease of hops still held (a sender retrying a failed POST);
+        the ones another instance took over after a lapse are left out."""
+        rows = await self._pool.fetch(
+            "UPDATE hop_outbox SET claimed_until = now() + $3::interval"
+            " WHERE ip = ANY($1::text[]) AND claimed_by = $2 RETURNING ip",
+            [h.ip for h in hops],
+            self.owner,
+            self._lease,
+        )
+        held = {r["ip"] for r in rows}
+        return [h for h in hops if h.ip in held]
+
     async def delivered(self, hops: Sequence[WaitingHop]) -> int:
         """Remove hops the input service took; counts them in the shared total.
         A claim that lapsed and was taken over is left to its new owner."""

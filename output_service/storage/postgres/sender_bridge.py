@@ -34,6 +34,8 @@ class OutboxBridge:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(CALL_TIMEOUT_S)
 
     def oldest(self, limit: int) -> list[Waiting]:
+        if self._claimed:  # a retry: keep the lease while the input service is away
+            self._claimed = self._call(self._outbox.renew(self._claimed))
         if not self._claimed:
             self._claimed = self._call(self._outbox.claim(limit))
         return [Waiting(0, h.ip, h.queued_at) for h in self._claimed]

@@ -111,6 +111,7 @@ class PostgresStore:
         self._writer.start()
         writer = self._writer
         self._metrics.queue_depth_fn(lambda: writer.queued_results)
+        self._metrics.hops_outbox_depth.set_function(lambda: self.hop_counts.depth)
         await self._refresh_totals()
         self._tasks = [
             asyncio.create_task(self._every(MAINTENANCE_INTERVAL_S, self._maintain)),
