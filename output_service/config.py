@@ -137,7 +137,9 @@ class Config:
     database_url: str = _setting(
         "", "PostgreSQL URL when storage is postgres (postgresql://user:pass@host/db)", secret=True
     )
-    pg_pool_size: int = _setting(8, "most PostgreSQL connections of one instance", minimum=2)
+    pg_pool_size: int = _setting(
+        8, "most PostgreSQL connections of one instance (two writers, sender, reads)", minimum=4
+    )
     pg_partition_days: float = _setting(
         1.0, "width of one results partition in days (PostgreSQL)", minimum=0.01
     )

@@ -134,6 +134,16 @@ class PgServer:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _discard(server: PgServer) -> None:
+    """Stop the server if it still runs (a test may have stopped it) and remove it."""
+    try:
+        server.stop("immediate")
+    except subprocess.CalledProcessError:
+        pass  # already stopped
+    finally:
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
 def start_pg_server() -> PgServer:
     bin_dir = find_bin_dir()
     if bin_dir is None:
@@ -167,10 +177,7 @@ def pg_server() -> Iterator[PgServer]:
     try:
         yield server
     finally:
-        try:
-            server.stop("immediate")
-        finally:
-            shutil.rmtree(server.base, ignore_errors=True)
+        _discard(server)
 
 
 @dataclass
@@ -203,7 +210,4 @@ def own_pg_server() -> Iterator[PgServer]:
     try:
         yield server
     finally:
-        try:
-            server.stop("immediate")
-        finally:
-            shutil.rmtree(server.base, ignore_errors=True)
+        _discard(server)
