@@ -167,3 +167,38 @@ async def test_hops_are_queued_once_across_instances(
     assert [r.status for r in replies] == [200, 200]
     assert pg_db.psql("SELECT count(*) FROM hop_outbox") == "3"
     assert pg_db.psql("SELECT count(*) FROM hops_seen") == "3"
+
+
+async def test_start_up_drops_partitions_past_retention(
+    start_service: StartService, pg_db: PgDatabase
+) -> None:
+    import datetime as dt
+
+    from output_service.storage.postgres import schema
+
+    conn = await asyncpg.connect(pg_db.url)
+    try:
+        await schema.migrate(conn)
+        old = dt.datetime(2020, 1, 1, 6, tzinfo=dt.UTC)
+        await schema.ensure_partitions(conn, old, days=1, ahead=1)
+        await conn.execute(
+            "INSERT INTO batches (id, received_at, result_count) VALUES (-1, $1, 1)", old
+        )
+        await conn.execute(
+            "INSERT INTO ping_results (id, received_at, ip, sent, received, packet_loss,"
+            " avg_rtt, timestamp, batch_id) VALUES (-1, $1, '10.0.0.1', 1, 1, 0, 5,"
+            " '2020-01-01T06:00:00.000000000Z', -1)",
+            old,
+        )
+    finally:
+        await conn.close()
+    service = await start_service(**pg(pg_db.url), retention_days=30)
+    assert (await service.results.post("/results", json=results(2))).status == 200
+    names = pg_db.psql(
+        "SELECT string_agg(c.relname, ',') FROM pg_inherits i JOIN pg_class c"
+        " ON c.oid = i.inhrelid WHERE i.inhparent = 'ping_results'::regclass"
+    )
+    assert "ping_results_p20200101_0000" not in names
+    assert "ping_results_p20200102_0000" not in names
+    assert pg_db.psql("SELECT count(*) FROM ping_results") == "2"
+    assert pg_db.psql("SELECT count(*) FROM batches WHERE id = -1") == "0"
