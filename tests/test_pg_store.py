@@ -202,3 +202,19 @@ async def test_start_up_drops_partitions_past_retention(
     assert "ping_results_p20200102_0000" not in names
     assert pg_db.psql("SELECT count(*) FROM ping_results") == "2"
     assert pg_db.psql("SELECT count(*) FROM batches WHERE id = -1") == "0"
+
+
+async def test_a_batch_the_database_refuses_fails_alone(
+    start_service: StartService, pg_db: PgDatabase
+) -> None:
+    service = await start_service(**pg(pg_db.url))
+    # an operator's constraint stands in for any row the database refuses
+    pg_db.psql("ALTER TABLE ping_results ADD CONSTRAINT no_poison CHECK (ip <> '10.66.66.66')")
+    poison = results(1)
+    poison[0]["ip"] = "10.66.66.66"
+    bodies = [results(3, base=10 * i) for i in range(8)]
+    bodies.insert(4, poison)
+    replies = await asyncio.gather(*(service.results.post("/results", json=b) for b in bodies))
+    statuses = [r.status for r in replies]
+    assert statuses == [200] * 4 + [503] + [200] * 4
+    assert pg_db.psql("SELECT count(*) FROM ping_results") == str(8 * 3)

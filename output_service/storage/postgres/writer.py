@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +114,7 @@ class PgWriter:
         self._on_commit = on_commit  # (results stored, failed, hops queued)
         self._on_lost = on_lost
         self._ensure_partitions = ensure_partitions
-        self._queue: list[_Pending] = []
+        self._queue: deque[_Pending] = deque()
         self._queued_results = 0
         self._wake = asyncio.Event()
         self._closing = False
@@ -164,27 +165,40 @@ class PgWriter:
                     self._wake.set()  # the other writer tasks must see it too
                 continue
             group = self._take()
-            try:
-                outcomes = await self._write_with_retry(group)
-            except Exception as exc:
-                error = _as_store_error(exc)
-                if error.kind == "unavailable":
-                    self._on_lost(exc)
-                else:
-                    log.error("write failed, nothing of the group stored", error=str(error))
+            if not await self._commit(group) and len(group) > 1:
+                # not the database being away: one batch the database refuses must
+                # not fail the others it happened to be grouped with
                 for item in group:
-                    if not item.future.done():
-                        item.future.set_exception(error)
-                continue
-            for item, outcome in zip(group, outcomes, strict=True):
+                    await self._commit([item])
+
+    async def _commit(self, group: list[_Pending]) -> bool:
+        """Write a group and resolve its futures; False if it failed for a reason
+        other than the database being unavailable (the futures are then left
+        pending when the group has more than one batch, to be tried one by one)."""
+        try:
+            outcomes = await self._write_with_retry(group)
+        except Exception as exc:
+            error = _as_store_error(exc)
+            if error.kind == "unavailable":
+                self._on_lost(exc)
+            elif len(group) > 1:
+                return False
+            else:
+                log.error("write failed, nothing of the batch stored", error=str(error))
+            for item in group:
                 if not item.future.done():
-                    item.future.set_result(outcome)
+                    item.future.set_exception(error)
+            return True
+        for item, outcome in zip(group, outcomes, strict=True):
+            if not item.future.done():
+                item.future.set_result(outcome)
+        return True
 
     def _take(self) -> list[_Pending]:
         group: list[_Pending] = []
         size = 0
         while self._queue and (not group or size < self._settings.max_group_results):
-            item = self._queue.pop(0)
+            item = self._queue.popleft()
             n = len(item.submission.batch.results)
             group.append(item)
             size += n
