@@ -101,7 +101,25 @@ async def _time(
     return rate
 
 
-async def main(total: int, group: int) -> None:
+async def growth(conn: Any, total: int, group: int) -> None:
+    """Insert `total` results into one partition with the chosen path; the rate of the
+    first and the last tenth, to see whether it stays flat as the partition fills."""
+    first = _time.next_id  # type: ignore[attr-defined]
+    tenth = total // 10
+    rates = []
+    for step in range(10):
+        start = first + step * tenth
+        groups = [make_rows(start + s, min(group, tenth - s)) for s in range(0, tenth, group)]
+        began = time.perf_counter()
+        for rows in groups:
+            await asyncpg_copy(conn, rows)
+        rates.append(tenth / (time.perf_counter() - began))
+    _time.next_id = first + total  # type: ignore[attr-defined]
+    print(f"growth to {total:,} results: first tenth {rates[0]:,.0f}/s, last {rates[-1]:,.0f}/s,"
+          f" last/first {rates[-1] / rates[0]:.2f}")  # fmt: skip
+
+
+async def main(total: int, group: int, grow: int) -> None:
     server = start_pg_server()
     try:
         url = server.create_database("bench")
@@ -120,6 +138,8 @@ async def main(total: int, group: int) -> None:
             )
             rates["psycopg COPY"] = await _time("psycopg COPY", psycopg_copy, p, total, group)
             rates["psycopg INSERT"] = await _time("psycopg INSERT", psycopg_insert, p, total, group)
+        if grow:
+            await growth(a, grow, group)
         best = max(rates.values())
         print("ratios to the fastest:", {k: round(v / best, 2) for k, v in rates.items()})
         await a.close()
@@ -132,5 +152,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--results", type=int, default=20000)
     parser.add_argument("--group", type=int, default=1000)
+    parser.add_argument("--grow", type=int, default=0, help="then this many more, by tenths")
     args = parser.parse_args()
-    asyncio.run(main(args.results, args.group))
+    asyncio.run(main(args.results, args.group, args.grow))
