@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck format clean bench bench-quick bench-soak profile
+.PHONY: run test check lint typecheck format clean bench bench-quick bench-soak profile bench-postgres
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,9 @@ bench-soak: $(BENCH_STAMP)  ## 5 minutes at a fixed rate, watching memory and sl
 
 profile: $(BENCH_STAMP)  ## py-spy samples of the service under load, grouped by hot-path stage
 	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
+
+bench-postgres: $(BENCH_STAMP)  ## PostgreSQL cells: sqlite x1 vs postgres x1, x3 (needs Debian's postgresql)
+	$(BIN)/python -m bench.pg_cells $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -22,12 +22,18 @@ from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging, effective_settings
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS
+from output_service.storage.postgres import StoreOpenError
 
 log = structlog.get_logger("output_service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `output-service` and `python -m output_service`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ship"]:  # load results files into PostgreSQL
+        from output_service.tools import ship
+
+        return ship.main(args[1:])
     try:
         config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
@@ -57,6 +63,9 @@ async def serve(config: Config) -> None:
         raise ConfigError(
             "db_dir", f"cannot open a results file in {config.db_dir}: {exc}"
         ) from None
+    except StoreOpenError as exc:
+        # the message never holds the password (storage.postgres.connection.describe)
+        raise ConfigError("database_url", f"cannot use the database: {exc}") from None
     try:
         await health_runner.setup()
         results_port = await _listen(results_runner, config.host, config.port, "port")

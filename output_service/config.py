@@ -21,6 +21,7 @@ from output_service import __version__
 
 ENV_PREFIX = "OUTPUT_SERVICE_"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+STORAGE_BACKENDS = ("sqlite", "postgres")
 
 
 class ConfigError(Exception):
@@ -147,6 +148,27 @@ class Config:
         75.0, "close connections idle (or sending headers) for this many seconds", positive=True
     )
 
+    # Storage backend. PostgreSQL: many instances on one database (README "Scaling out").
+    storage: str = _setting("sqlite", 'where results go: "sqlite" (files in db_dir) or "postgres"')
+    database_url: str = _setting(
+        "", "PostgreSQL URL when storage is postgres (postgresql://user:pass@host/db)", secret=True
+    )
+    pg_pool_size: int = _setting(
+        8, "most PostgreSQL connections of one instance (two writers, sender, reads)", minimum=4
+    )
+    pg_partition_days: float = _setting(
+        1.0, "width of one results partition in days (PostgreSQL)", minimum=0.01
+    )
+    pg_partitions_ahead: int = _setting(
+        2, "partitions created ahead of the current one (PostgreSQL)", minimum=1
+    )
+    retention_days: float = _setting(
+        30.0, "PostgreSQL: drop result partitions older than this many days", minimum=0.01
+    )
+    pg_hop_lease_s: float = _setting(
+        30.0, "a claimed hop returns to the shared outbox after this many seconds", minimum=1
+    )
+
     def validate(self) -> Config:
         """Check cross-field rules the per-field minimums cannot express."""
         for f in dataclasses.fields(self):
@@ -171,7 +193,19 @@ class Config:
             raise ConfigError(
                 "input_url", f"must be an http(s) URL or empty, got {self.input_url!r}"
             )
+        self._validate_storage()
         return self
+
+    def _validate_storage(self) -> None:
+        if self.storage not in STORAGE_BACKENDS:
+            raise ConfigError("storage", f"must be one of {', '.join(STORAGE_BACKENDS)}")
+        if self.storage == "postgres" and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            # the value itself is never shown: it may hold a password
+            raise ConfigError(
+                "database_url", "must be a postgresql:// URL when storage is postgres"
+            )
 
 
 def _fields() -> dict[str, dataclasses.Field[Any]]:
@@ -204,6 +238,8 @@ def _coerce(name: str, raw: Any, *, from_text: bool) -> Any:
             return Path(raw)
         if not from_text and not isinstance(raw, str):
             raise ValueError
+        if name == "storage":
+            return str(raw).strip().lower()
         return str(raw).upper() if name == "synchronous" else str(raw)
     except ValueError:
         kind = type(default).__name__ if not isinstance(default, Path) else "path"

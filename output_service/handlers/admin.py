@@ -26,6 +26,15 @@ CHUNK_BYTES = 256 * 1024
 log = structlog.get_logger("output_service.http")
 
 
+async def no_archive(request: web.Request) -> web.Response:
+    """/rotate, /dump, /files on a backend without files (PostgreSQL)."""
+    return json_error(
+        404,
+        f"{request.path} is not on the {request.app[SERVICES].config.storage} backend: "
+        "it keeps no results files (pg_dump is the backup)",
+    )
+
+
 async def rotate(request: web.Request) -> web.Response:
     """Start a new results file now; replies once the old one is sealed."""
     try:
