@@ -128,7 +128,8 @@ async def measure(base: str, results_url: str, pid: int, pool: Path) -> dict[str
         )
         for name, q in {
             "none": "", "ip": f"ip={target_ip(42)}", "node": "node=node-07",
-            "failed": "failed=true", "since_until": "since=2026-01-03T00:00:00Z&until=2026-01-03T01:00:00Z",
+            "failed": "failed=true",
+            "since_until": "since=2026-01-03T00:00:00Z&until=2026-01-03T01:00:00Z",
             "ip_node": f"ip={target_ip(42)}&node=node-07",
         }.items():  # fmt: skip
             figures[f"results_page_{name}_ms"] = await timed(s, f"{base}/api/results?limit=100&{q}")
@@ -147,7 +148,7 @@ async def measure(base: str, results_url: str, pid: int, pool: Path) -> dict[str
         figures["export_peak_rss_mb_all"] = round(many.peak / 1024, 1)
         figures["export_peak_rss_mb_one_target"] = round(few.peak / 1024, 1)
     figures["ingest_alone_results_per_s"] = round(ingest_rate(results_url, pool, 10))
-    stop, counts = asyncio.Event(), {}
+    stop, counts = asyncio.Event(), dict[str, int]()
     readers = [asyncio.create_task(hammer(base, stop, counts)) for _ in range(20)]
     try:
         figures["ingest_with_20_readers_results_per_s"] = round(
@@ -198,9 +199,10 @@ def main() -> None:
         proc.wait(30)
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(figures, indent=2))
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with args.out.open("a") as fh:
         fh.write(
-            f"\n## Query API (`make bench-data && make bench-query`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})\n\n"
+            f"\n## Query API (`make bench-data && make bench-query`, {stamp})\n\n"
             "5 files, 700,000 results with 10-hop traceroutes, 50 nodes, 5,000 targets, 7 days;"
             " medians at the client, one run on the shared 2-core machine.\n\n"
             "| figure | value |\n|---|---|\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -24,12 +24,15 @@ from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import Reads
 from output_service.storage.sqlite_reads.reads import SqliteReads
 
+if TYPE_CHECKING:
+    from output_service.storage.postgres.compat import PgStorage
+
 
 @dataclass
 class Services:
     config: Config
     metrics: Metrics
-    storage: Storage
+    storage: Storage | PgStorage
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
     hops: HopFeedback | None = None  # None when input_url is "" (feedback off)
@@ -47,11 +50,16 @@ class Services:
         clock: Callable[[], float] = time.time,
     ) -> Services:
         metrics = Metrics(registry)
+        if config.storage == "postgres":
+            # the hop loop lives in the shared database (outbox rows in the results'
+            # transaction, a sender per instance): no state.db, no HopFeedback
+            return cls(config, metrics, _postgres(config, metrics, clock), clock, clock())
         hops = HopFeedback(config, metrics, clock) if config.input_url else None
         storage = Storage(
             config, metrics, clock, before_commit=hops.before_commit if hops else None
         )
         services = cls(config, metrics, storage, clock, clock(), hops)
+        metrics.go_series_from(services.stats)
         services.build_reads()
         return services
 
@@ -74,3 +82,11 @@ class Services:
         if self.hops is not None:
             stats.update(self.hops.stats())
         return stats
+
+
+def _postgres(config: Config, metrics: Metrics, clock: Callable[[], float]) -> PgStorage:
+    # imported here: asyncpg is an optional dependency (the `postgres` extra)
+    from output_service.storage.postgres.compat import PgStorage
+    from output_service.storage.postgres.store import PostgresStore
+
+    return PgStorage(PostgresStore(config, metrics, clock))
