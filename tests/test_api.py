@@ -318,3 +318,30 @@ async def test_pagination_under_concurrent_ingest(service: Running) -> None:
     assert sent > 0
     assert len(seen) == len(set(seen)) == 20
     assert len(everything) == len(set(everything)) == before
+
+
+async def test_targets_cache_follows_new_rows(seeded: Running) -> None:
+    before = (await get(seeded, "/api/targets?sort=results"))["targets"][0]
+    assert before["results"] == 14
+    await _post(seeded, [make_result(A, timestamp=_ts(300), avg_rtt=1_000)], "n3")
+    after = (await get(seeded, "/api/targets?sort=results"))["targets"][0]
+    assert after["results"] == 15 and after["nodes"] == 3 and after["rtt_min_ns"] == 1_000
+    assert after["last_seen"] == "2026-01-01T05:00:00.000000000Z"
+
+
+async def test_a_saturated_read_bound_is_503_with_retry_after(service: Running) -> None:
+    gate = service.services.read_gate
+    assert gate is not None
+    held = [gate.slot() for _ in range(gate.max_concurrent)]
+    for slot in held:
+        await slot.__aenter__()
+    try:
+        resp = await service.health.get("/api/targets")
+        assert resp.status == 503 and resp.headers["Retry-After"] == "2"
+        assert "too many reads" in (await resp.json())["error"]
+    finally:
+        for slot in held:
+            await slot.__aexit__(None, None, None)
+    assert (await service.health.get("/api/targets")).status == 200
+    metrics = await (await service.health.get("/metrics")).text()
+    assert "output_service_reads_refused_total 1.0" in metrics
