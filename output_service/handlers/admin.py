@@ -34,6 +34,8 @@ async def rotate(request: web.Request) -> web.Response:
         return json_error(503, str(exc), headers={"Retry-After": "5"})
     except WriterClosedError:
         return json_error(503, "shutting down", headers={"Retry-After": "5"})
+    except StorageError as exc:  # the writer has stopped: answered at once, never left hanging
+        return json_error(503, f"storage error: {exc}", headers={"Retry-After": "5"})
     return web.json_response({"status": "rotated", "file": name})
 
 

@@ -272,6 +272,12 @@ class Storage:
         """Start a new file now (between transactions); returns its name."""
         return await self._rotator.rotate_now()
 
+    def degraded(self) -> list[str]:
+        """Problems that do not stop ingest but need an operator (shown by /ready
+        and /health): a rotation that keeps failing."""
+        failing = self._rotator.failing
+        return [failing] if failing is not None else []
+
     async def ready(self) -> bool:
         """The writer runs, its last transaction did not fail, and the current file
         answers a query."""

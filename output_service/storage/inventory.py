@@ -37,15 +37,18 @@ class FileReport:
 
 
 def temp_dir(db_dir: Path) -> Path:
-    return db_dir / TEMP_DIR
+    """`db_dir/tmp`, created when missing: an operator may have removed it, and
+    rotation and dumps must heal rather than fail from then on."""
+    tmp = db_dir / TEMP_DIR
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
 
 
 def prepare_dir(db_dir: Path) -> None:
     """Create `db_dir` and an empty temp dir (a crash may have left dumps behind)."""
     db_dir.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(db_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    shutil.rmtree(db_dir / TEMP_DIR, ignore_errors=True)
+    temp_dir(db_dir)
 
 
 def inspect(path: Path, keys_since: str) -> FileReport:

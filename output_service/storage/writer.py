@@ -123,6 +123,9 @@ class Writer:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._task: asyncio.Task[None] | None = None
+        # Futures of the group or command being worked on (taken off the queue):
+        # if the task dies they are answered too, not only what still waits.
+        self._working: list[asyncio.Future[Any]] = []
 
     @property
     def queued_results(self) -> int:
@@ -147,10 +150,7 @@ class Writer:
 
     def submit(self, batch: Batch, meta: BatchMeta) -> asyncio.Future[BatchOutcome]:
         """Queue a batch; the future resolves after its transaction has committed."""
-        if self._closing:
-            raise WriterClosedError("shutting down")
-        if self._task is not None and self._task.done():  # a bug stopped it: never hang
-            raise StorageError("the writer has stopped; see the log", "io")
+        self._check_open()
         size = len(batch.results)
         if self._queued_results + size > self._queue_max and self._queued_results > 0:
             raise QueueFullError(f"{self._queued_results} results already waiting")
@@ -171,12 +171,17 @@ class Writer:
         (`run_in_thread`) and then change what the writer holds (`file`) on the
         event loop before the next group is taken.
         """
-        if self._closing:
-            raise WriterClosedError("shutting down")
+        self._check_open()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(_Command(fn, future))
         self._wakeup.set()
         return await future
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise WriterClosedError("shutting down")
+        if self._task is not None and self._task.done():  # a bug stopped it: never hang
+            raise StorageError("the writer has stopped; see the log", "io")
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread now (for set-up before `start`)."""
@@ -189,7 +194,8 @@ class Writer:
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            await self._task
+            # a task that died has already answered its waiters (`_ended`)
+            await asyncio.wait([self._task])
         await self.run_in_thread(self.file.close)
         self._executor.shutdown(wait=True)
 
@@ -204,11 +210,16 @@ class Writer:
             head = self._queue[0]
             if isinstance(head, _Command):
                 self._queue.popleft()
+                self._working = [head.future]
                 await self._run_command(head)
+                self._working = []
                 continue
             if self._max_delay > 0 and self._queued_results < self._max_group:
                 await asyncio.sleep(self._max_delay)
-            await self._commit(self._take_group())
+            group = self._take_group()
+            self._working = [p.future for p in group]
+            await self._commit(group)
+            self._working = []
             if self._after_group is not None:
                 await self._after_group()
 
@@ -267,17 +278,24 @@ class Writer:
         return self.file.write_group(items)
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        """If a bug ends the writer task, say so and fail what waits, rather than hang."""
-        if task.cancelled() or task.exception() is None:
+        """If the writer task ends other than by `close()` (a bug, a cancellation),
+        say so and answer every waiter at once (503), rather than let them hang:
+        the batches and commands still queued and the one being worked on."""
+        if not task.cancelled() and task.exception() is None:
             return
-        log.error("the writer stopped", exc_info=task.exception())
+        if task.cancelled():
+            log.error("the writer was cancelled")
+        else:
+            log.error("the writer stopped", exc_info=task.exception())
         error = StorageError("the writer has stopped; see the log", "io")
-        while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(error)
-                item.future.add_done_callback(_consume_exception)
+        waiting = [*self._working, *(item.future for item in self._queue)]
+        self._queue.clear()
+        self._working = []
         self._queued_results = 0
+        for future in waiting:
+            if not future.done():
+                future.set_exception(error)
+                future.add_done_callback(_consume_exception)
 
     async def _run_command(self, command: _Command) -> None:
         try:
