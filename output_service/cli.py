@@ -28,7 +28,7 @@ from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging
 from output_service.services import Services
-from output_service.storage import OPEN_ERRORS
+from output_service.storage import OPEN_ERRORS, StartupFault
 from output_service.storage.dir_lock import DirLock, DirLockedError, holder
 
 log = structlog.get_logger("output_service")
@@ -87,6 +87,8 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
     except OPEN_ERRORS as exc:
         results_sock.close()
         health_sock.close()
+        if isinstance(exc, StartupFault):  # already one line saying what to do
+            raise ConfigError("db_dir", str(exc)) from None
         raise ConfigError(
             "db_dir", f"cannot open a results file in {config.db_dir}: {exc}"
         ) from None

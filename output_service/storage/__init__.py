@@ -35,6 +35,7 @@ from output_service.storage.catalog import (
 )
 from output_service.storage.files import size_on_disk, utc_text
 from output_service.storage.idempotency import IdempotencyCache
+from output_service.storage.inventory import StartupFault
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import BatchMeta, BatchOutcome
 from output_service.storage.rotator import RotationError, Rotator
@@ -49,7 +50,12 @@ from output_service.storage.writer import (
 
 # What opening the storage can fail with: I/O, or a file SQLite cannot
 # read (the CLI turns these into one line and exit status 2).
-OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, SchemaError, sqlite3.DatabaseError)
+OPEN_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    SchemaError,
+    sqlite3.DatabaseError,
+    inventory.StartupFault,
+)
 
 __all__ = [
     "OPEN_ERRORS",
@@ -58,6 +64,7 @@ __all__ = [
     "InvalidFileNameError",
     "QueueFullError",
     "RotationError",
+    "StartupFault",
     "Storage",
     "StorageError",
     "SubmitResult",
@@ -109,9 +116,12 @@ class Storage:
         """Check every file in `db_dir`, continue the newest (or start one), load
         counters and idempotency keys from all retained files, apply retention."""
         config = self._config
-        await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
-        await self._catalog.load(self._idempotency, self._clock() - self._idempotency.window_s)
-        file = await self._rotator.open_current()
+        try:
+            await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
+            await self._catalog.load(self._idempotency, self._clock() - self._idempotency.window_s)
+            file = await self._rotator.open_current()
+        except (OSError, sqlite3.Error) as exc:  # a full disk is never a corrupt file
+            raise inventory.startup_fault(config.db_dir, exc) from None
         writer = Writer(
             file,
             max_group_results=config.commit_max_results,

@@ -66,20 +66,27 @@ class Catalog:
         remember its idempotency keys; move the unusable ones to quarantine."""
         db_dir = self._config.db_dir
         since = utc_text(keys_since)
+        reports: list[inventory.FileReport] = []
+        corrupt: list[tuple[Path, str]] = []
         for path in await asyncio.to_thread(results_files, db_dir):
             try:
-                report = await asyncio.to_thread(inventory.inspect, path, since)
+                reports.append(await asyncio.to_thread(inventory.inspect, path, since))
             except inventory.UnusableFileError as exc:
-                moved = await asyncio.to_thread(inventory.quarantine, path)
-                self._metrics.quarantined_files.inc()
-                log.warning(
-                    "results file quarantined",
-                    file=path.name,
-                    reason=str(exc),
-                    moved_to=str(moved.relative_to(db_dir)),
-                )
-                continue
-            self._registry.add(FileEntry(path, report.results, report.failed, sealed=True))
+                corrupt.append((path, str(exc)))
+            except (OSError, sqlite3.Error) as exc:  # the disk or a lock, not the file
+                raise inventory.startup_fault(db_dir, exc, path.name) from None
+        # only once every file was read without a fault: a full disk moves nothing
+        for path, reason in corrupt:
+            moved = await asyncio.to_thread(inventory.quarantine, path)
+            self._metrics.quarantined_files.inc()
+            log.warning(
+                "results file quarantined",
+                file=path.name,
+                reason=reason,
+                moved_to=str(moved.relative_to(db_dir)),
+            )
+        for report in reports:
+            self._registry.add(FileEntry(report.path, report.results, report.failed, sealed=True))
             for key, count, body_hash, received_at in report.keys:
                 moment = datetime.fromisoformat(received_at).timestamp()
                 idempotency.remember(key, count, body_hash, moment)
