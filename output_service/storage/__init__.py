@@ -36,6 +36,7 @@ from output_service.storage.catalog import (
 from output_service.storage.files import size_on_disk, utc_text
 from output_service.storage.idempotency import IdempotencyCache
 from output_service.storage.inventory import StartupFault
+from output_service.storage.key_index import KeyIndex
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import BatchMeta, BatchOutcome
 from output_service.storage.rotator import RotationError, Rotator
@@ -73,6 +74,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+KEYS_FILE = "state.db"  # shared with the hop loop; never rotated
 log = structlog.get_logger("output_service.storage")
 
 
@@ -101,6 +103,7 @@ class Storage:
         self._metrics = metrics
         self._clock = clock
         self._writer: Writer | None = None
+        self._keys: KeyIndex | None = None
         self._idempotency = IdempotencyCache(
             config.idempotency_window_hours * 3600, config.idempotency_max_keys
         )
@@ -118,7 +121,13 @@ class Storage:
         config = self._config
         try:
             await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
-            await self._catalog.load(self._idempotency, self._clock() - self._idempotency.window_s)
+            found = await self._catalog.load(
+                self._idempotency, self._clock() - self._idempotency.window_s
+            )
+            keys = await asyncio.to_thread(KeyIndex.open, config.db_dir / KEYS_FILE)
+            self._keys = keys
+            # a crash between a results commit and its keys' commit: the file has them
+            await asyncio.to_thread(keys.record, found)
             file = await self._rotator.open_current()
         except (OSError, sqlite3.Error) as exc:  # a full disk is never a corrupt file
             raise inventory.startup_fault(config.db_dir, exc) from None
@@ -132,6 +141,8 @@ class Storage:
             before_commit=self._before_commit,
             on_error=self._write_failed,
             after_group=self._rotator.after_group,
+            keys_before=self._keys_known,
+            keys_after=self._keys_committed,
         )
         self._rotator.attach(writer)
         self._registry.retire(config.keep_files)
@@ -146,6 +157,41 @@ class Storage:
         if self._writer is not None:
             await self._writer.close()
         await self._rotator.close()
+        if self._keys is not None:
+            await asyncio.to_thread(self._keys.close)
+            self._keys = None
+
+    # -- the durable key index (writer thread) -------------------------------
+
+    def _keys_since(self) -> str:
+        return utc_text(self._clock() - self._idempotency.window_s)
+
+    def _keys_known(self, items: Sequence[tuple[Batch, BatchMeta]]) -> tuple[dict[str, Any], str]:
+        """Keys of the group the durable index has from earlier batches (memory
+        may have forgotten them: it only caches), and the window's start."""
+        since = self._keys_since()
+        wanted = [m.idempotency_key for _, m in items if m.idempotency_key is not None]
+        if not wanted or self._keys is None:
+            return {}, since
+        return self._keys.lookup(wanted, since), since
+
+    def _keys_committed(
+        self, items: Sequence[tuple[Batch, BatchMeta]], outcomes: Sequence[BatchOutcome]
+    ) -> None:
+        """After the results commit: the new keys go into the durable index. A
+        failure here is logged, not raised: the batches are stored and their keys
+        are in the results file, which start-up reads back into the index."""
+        rows = [
+            (m.idempotency_key, o.count, o.body_hash, m.received_at)
+            for (_, m), o in zip(items, outcomes, strict=True)
+            if m.idempotency_key is not None and not o.duplicate
+        ]
+        if not rows or self._keys is None:
+            return
+        try:
+            self._keys.record(rows, expire_before=self._keys_since())
+        except (OSError, sqlite3.Error) as exc:
+            log.error("cannot record idempotency keys in state.db", error=str(exc))
 
     @property
     def writer(self) -> Writer:
@@ -193,8 +239,8 @@ class Storage:
             earlier = await self._earlier_reply(idempotency_key, body_hash, now)
             if earlier is not None:
                 return earlier
-        if not batch.results:
-            return SubmitResult(0)
+        if not batch.results and idempotency_key is None:
+            return SubmitResult(0)  # nothing to store, no key to remember
         meta = BatchMeta(utc_text(now), remote, node_id, idempotency_key, body_hash)
         future = self.writer.submit(batch, meta)
         if idempotency_key is not None:

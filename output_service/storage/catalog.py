@@ -61,9 +61,12 @@ class Catalog:
         self._metrics = metrics
         self._registry = registry
 
-    async def load(self, idempotency: IdempotencyCache, keys_since: float) -> None:
+    async def load(
+        self, idempotency: IdempotencyCache, keys_since: float
+    ) -> list[tuple[str, int, str | None, str]]:
         """Register every usable results file in `db_dir`, oldest first, and
-        remember its idempotency keys; move the unusable ones to quarantine."""
+        remember its idempotency keys; move the unusable ones to quarantine.
+        Returns every key of the window found in the files (oldest first)."""
         db_dir = self._config.db_dir
         since = utc_text(keys_since)
         reports: list[inventory.FileReport] = []
@@ -90,6 +93,7 @@ class Catalog:
             for key, count, body_hash, received_at in report.keys:
                 moment = datetime.fromisoformat(received_at).timestamp()
                 idempotency.remember(key, count, body_hash, moment)
+        return [row for report in reports for row in report.keys]
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
         """The newest results across retained files: the current file first, then

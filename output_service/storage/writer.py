@@ -84,6 +84,11 @@ ErrorHook = Callable[["StorageError"], None]
 # Runs on the writer thread before the results transaction of a group (the hop
 # outbox uses it: its rows must be durable before the batch can be acknowledged).
 BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], None]
+# On the writer thread, around the results transaction of a group: which keys
+# the durable key index already has (before), and record the new ones (after
+# the commit, so a key never claims a batch that was not stored).
+KeysBefore = Callable[[Sequence[tuple[Batch, BatchMeta]]], tuple[dict[str, Any], str]]
+KeysAfter = Callable[[Sequence[tuple[Batch, BatchMeta]], Sequence[BatchOutcome]], None]
 # Awaited by the writer task after each group, before the next one is taken:
 # the size/age rotation check lives there, so a rotation falls between groups.
 AfterGroup = Callable[[], Awaitable[None]]
@@ -104,8 +109,12 @@ class Writer:
         before_commit: BeforeCommit | None = None,
         on_error: ErrorHook | None = None,
         after_group: AfterGroup | None = None,
+        keys_before: KeysBefore | None = None,
+        keys_after: KeysAfter | None = None,
     ) -> None:
         self.file = file
+        self._keys_before = keys_before
+        self._keys_after = keys_after
         # The error of the last failed transaction, until one commits again (/ready).
         self.failing: StorageError | None = None
         self._on_error = on_error
@@ -275,7 +284,11 @@ class Writer:
             self._restored = True
         if self._before_commit is not None:
             self._before_commit(items)
-        return self.file.write_group(items)
+        known, since = self._keys_before(items) if self._keys_before else ({}, "")
+        outcomes = self.file.write_group(items, known, since)
+        if self._keys_after is not None:
+            self._keys_after(items, outcomes)
+        return outcomes
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """If the writer task ends other than by `close()` (a bug, a cancellation),
