@@ -235,6 +235,8 @@ async def test_restart_continues_the_newest_file(start_service: StartService) ->
     stats = await (await again.health.get("/stats")).json()
     assert stats["total_results"] == 5
     assert stats["last_rotation"] == "2026-01-01T00:01:00.000000Z"
+    # read back from the retained files, not lost with the process
+    assert stats["last_result_time"] == "2026-01-01T00:01:00.000000Z"
     await post(again, batch(3, 1))
     assert ips_in(again.db_file) == ["10.0.2.0", "10.0.2.1", "10.0.2.2", "10.0.3.0"]
 

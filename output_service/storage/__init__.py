@@ -124,6 +124,7 @@ class Storage:
             found = await self._catalog.load(
                 self._idempotency, self._clock() - self._idempotency.window_s
             )
+            self.last_result_time = self._catalog.last_received  # /stats after a restart
             keys = await asyncio.to_thread(KeyIndex.open, config.db_dir / KEYS_FILE)
             self._keys = keys
             # a crash between a results commit and its keys' commit: the file has them

@@ -60,6 +60,8 @@ class Catalog:
         self._config = config
         self._metrics = metrics
         self._registry = registry
+        # when the newest batch in the retained files arrived (set by `load`)
+        self.last_received: float | None = None
 
     async def load(
         self, idempotency: IdempotencyCache, keys_since: float
@@ -93,6 +95,8 @@ class Catalog:
             for key, count, body_hash, received_at in report.keys:
                 moment = datetime.fromisoformat(received_at).timestamp()
                 idempotency.remember(key, count, body_hash, moment)
+        arrivals = [r.last_received for r in reports if r.last_received]
+        self.last_received = datetime.fromisoformat(max(arrivals)).timestamp() if arrivals else None
         return [row for report in reports for row in report.keys]
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ class FileReport:
     results: int
     failed: int
     keys: list[IdempotencyRow] = field(default_factory=list)
+    last_received: str | None = None  # arrival of the file's newest stored batch
 
 
 def temp_dir(db_dir: Path) -> Path:
@@ -97,6 +98,9 @@ def inspect(path: Path, keys_since: str) -> FileReport:
             migrate(conn)
         counts = file_counts(conn)
         keys = idempotency_keys_since(conn, keys_since)
+        last = conn.execute(
+            "SELECT max(received_at) FROM batches WHERE result_count > 0"
+        ).fetchone()[0]
         conn.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
         if fault_kind(exc) == "corrupt":
@@ -104,7 +108,7 @@ def inspect(path: Path, keys_since: str) -> FileReport:
         raise
     finally:
         conn.close()
-    return FileReport(path, counts.results, counts.failed, keys)
+    return FileReport(path, counts.results, counts.failed, keys, last)
 
 
 def fault_kind(exc: BaseException) -> str:
