@@ -1,7 +1,13 @@
 """Command line: flags -> Config, logging, two ports, signals, a clean exit.
 
-Start-up problems (a bad setting, a port in use, an unwritable db_dir) end the
-process with one line on stderr naming the setting, and exit status 2.
+Start-up problems (a bad setting, a port in use, an unwritable db_dir, a
+db_dir another instance holds) end the process with one line on stderr naming
+the setting, and exit status 2.
+
+The order of start-up is what keeps a failed start harmless: both ports are
+bound first (a busy port touches nothing in db_dir), then db_dir's lock is
+taken (a second instance on the same directory stops there, having read or
+written nothing), and only then is storage opened.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -21,7 +28,8 @@ from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging, effective_settings
 from output_service.services import Services
-from output_service.storage import OPEN_ERRORS
+from output_service.storage import OPEN_ERRORS, StartupFault
+from output_service.storage.dir_lock import DirLock, DirLockedError, holder
 from output_service.storage.postgres import StoreOpenError
 
 log = structlog.get_logger("output_service")
@@ -50,6 +58,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def serve(config: Config) -> None:
     """Run both ports until SIGTERM or SIGINT, then drain and close."""
+    results_sock = _bind(config, config.port, "port")
+    try:
+        health_sock = _bind(config, config.health_port, "health_port")
+    except ConfigError:
+        results_sock.close()
+        raise
+    try:
+        lock = DirLock.acquire(config.db_dir)
+    except DirLockedError as exc:
+        results_sock.close()
+        health_sock.close()
+        raise ConfigError("db_dir", str(exc)) from None
+    except OSError as exc:
+        results_sock.close()
+        health_sock.close()
+        raise ConfigError("db_dir", f"cannot lock {config.db_dir}: {exc.strerror}") from None
+    try:
+        await _run(config, results_sock, health_sock)
+    finally:
+        lock.release()
+
+
+async def _run(config: Config, results_sock: socket.socket, health_sock: socket.socket) -> None:
     services = Services.build(config)
     results_runner = web.AppRunner(
         create_results_app(services), **runner_options(config, results=True)
@@ -60,6 +91,10 @@ async def serve(config: Config) -> None:
     try:
         await results_runner.setup()
     except OPEN_ERRORS as exc:
+        results_sock.close()
+        health_sock.close()
+        if isinstance(exc, StartupFault):  # already one line saying what to do
+            raise ConfigError("db_dir", str(exc)) from None
         raise ConfigError(
             "db_dir", f"cannot open a results file in {config.db_dir}: {exc}"
         ) from None
@@ -68,8 +103,9 @@ async def serve(config: Config) -> None:
         raise ConfigError("database_url", f"cannot use the database: {exc}") from None
     try:
         await health_runner.setup()
-        results_port = await _listen(results_runner, config.host, config.port, "port")
-        health_port = await _listen(health_runner, config.host, config.health_port, "health_port")
+        results_port = await _listen(results_runner, results_sock)
+        health_port = await _listen(health_runner, health_sock)
+        stop = _stop_on_signals()  # before "listening": a SIGTERM right after it drains too
         log.info(
             "listening",
             version=__version__,
@@ -82,7 +118,7 @@ async def serve(config: Config) -> None:
             settings=effective_settings(config),
         )
         log_auth_mode(config)
-        await _until_signalled()
+        await _until_signalled(stop)
         log.info("shutting down", grace_s=config.shutdown_grace_s)
     finally:
         await health_runner.cleanup()
@@ -94,20 +130,48 @@ async def serve(config: Config) -> None:
     )
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int, setting: str) -> int:
-    site = web.TCPSite(runner, host, port)
+def _bind(config: Config, port: int, setting: str) -> socket.socket:
+    """A listening socket on host:port, before anything in db_dir is touched."""
+    host = config.host
     try:
-        await site.start()
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
     except OSError as exc:
-        raise ConfigError(setting, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return int(runner.addresses[0][1])
+        raise ConfigError(setting, f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        message = f"cannot listen on {host}:{port}: {exc.strerror}"
+        pid = holder(config.db_dir)
+        if pid is not None:
+            message += f" ({config.db_dir} is in use by another output-service, PID {pid})"
+        raise ConfigError(setting, message) from None
+    return sock
 
 
-async def _until_signalled() -> None:
+async def _listen(runner: web.AppRunner, sock: socket.socket) -> int:
+    """Serve on a socket bound by `_bind`; returns its port."""
+    await web.SockSite(runner, sock).start()
+    return int(sock.getsockname()[1])
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (handlers stay until `_until_signalled` ends)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def _until_signalled(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
     try:
         await stop.wait()
     finally:

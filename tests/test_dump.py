@@ -55,7 +55,9 @@ async def test_dump_is_a_sqlite_file_with_the_results(
     resp = await running.results.get("/dump")
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "application/vnd.sqlite3"
-    assert resp.headers["Content-Disposition"] == f'attachment; filename="{BIG_FILE}"'
+    stamp = "2026-01-01T00-00-00.000000Z"  # the dump's own time (FakeClock)
+    dumped = BIG_FILE.removesuffix(".db") + f"_dump-{stamp}.db"
+    assert resp.headers["Content-Disposition"] == f'attachment; filename="{dumped}"'
     copy = tmp_path / "copy.db"
     copy.write_bytes(await resp.read())
     assert query(copy, "PRAGMA integrity_check") == [("ok",)]
@@ -117,7 +119,8 @@ async def test_dump_of_a_retained_file_is_the_file(
     await rotate(running)
     resp = await running.results.get("/dump", params={"file": first.name})
     assert resp.status == 200
-    assert resp.headers["Content-Disposition"] == f'attachment; filename="{first.name}"'
+    dumped = first.name.removesuffix(".db") + "_dump-2026-01-01T00-00-00.000000Z.db"
+    assert resp.headers["Content-Disposition"] == f'attachment; filename="{dumped}"'
     assert await resp.read() == first.read_bytes()
 
 

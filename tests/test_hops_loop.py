@@ -4,6 +4,7 @@ input service, hops read back from state.db with a separate connection."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,13 @@ async def test_empty_input_url_turns_the_loop_off(start_service: StartService) -
     running = await start_service(input_url="")
     await post(running, traced("192.0.2.1", "198.51.100.1"))
     assert running.services.hops is None
-    assert not Path(running.services.config.db_dir / "state.db").exists()
+    # state.db holds the durable idempotency keys, but no hop state at all
+    state = Path(running.services.config.db_dir / "state.db")
+    conn = sqlite3.connect(state)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+    assert tables == {"idempotency_keys"}
     stats = await health_stats(running)
     assert (stats["hops_discovered"], stats["hops_sent"]) == (0, 0)

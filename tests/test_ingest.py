@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from output_service.models import decode_batch
-from output_service.storage import SubmitResult
+from output_service.storage import StorageError, SubmitResult
 from tests.conftest import Running, StartService, make_result, wait_for
 
 
@@ -294,3 +294,46 @@ async def test_a_client_gone_mid_commit_does_not_fail_its_retry(service: Running
     assert await retry == SubmitResult(1, duplicate=True)
     assert first.cancelled()
     assert service.rows("SELECT count(*) FROM ping_results") == [(1,)]
+
+
+@pytest.mark.parametrize("death", ["cancelled", "bug"])
+async def test_writer_death_answers_every_waiter_503_at_once(service: Running, death: str) -> None:
+    """A batch being committed, batches waiting and a POST /rotate all get 503 the
+    moment the writer task ends, instead of hanging; later requests too."""
+    writer = service.services.storage.writer
+    gate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def hold() -> None:  # the writer thread waits here, so everything queues behind it
+        asyncio.run_coroutine_threadsafe(gate.wait(), loop).result()
+
+    blocker = asyncio.ensure_future(writer.call(hold))
+    await wait_for(lambda: writer.queued_batches == 0)  # the blocker is being worked on
+    posts = [
+        asyncio.ensure_future(service.results.post("/results", json=[make_result(f"192.0.2.{i}")]))
+        for i in range(1, 4)
+    ]
+    rotate = asyncio.ensure_future(service.results.post("/rotate"))
+    await wait_for(lambda: writer.queued_batches >= 4)
+    task = writer._task
+    assert task is not None
+    if death == "cancelled":
+        task.cancel()
+    else:
+
+        def broken() -> list[object]:
+            raise RuntimeError("a bug in the writer loop")
+
+        writer._take_group = broken  # type: ignore[method-assign]
+        writer._queue.appendleft(writer._queue.pop())  # a batch first: the bug runs next
+    gate.set()  # the blocker's thread returns; the task ends by the chosen death
+    if death == "bug":
+        await asyncio.gather(blocker, return_exceptions=True)
+    statuses = [(await p).status for p in posts]
+    assert statuses == [503, 503, 503]
+    assert (await rotate).status == 503
+    later = await service.results.post("/results", json=[make_result("192.0.2.9")])
+    assert later.status == 503
+    if death == "cancelled":
+        with pytest.raises(StorageError):
+            await blocker

@@ -177,12 +177,42 @@ async def test_rotation_failure_keeps_ingest_going(
         assert body["status"] == "error"
         assert "cannot start a new results file" in body["error"]
         await post(running, batch(1, 2))
+        # a rotation that keeps failing is no secret: /ready and /health say why
+        ready = await running.health.get("/ready")
+        assert ready.status == 200
+        ready_body = await ready.json()
+        assert ready_body["status"] == "degraded"
+        assert "rotation failing" in ready_body["degraded"][0]
+        health = await running.health.get("/health")
+        assert health.status == 200
+        health_body = await health.json()
+        assert health_body["status"] == "degraded"
+        assert health_body["degraded"] == ready_body["degraded"]
     finally:
         staging.unlink()
-        staging.mkdir()
     assert ips_in(first) == ["10.0.1.0", "10.0.1.1"]
     assert metric(running, "output_service_rotation_errors_total") == 1
     assert running.db_file == first
+    # the operator removed the file in the way: the next rotation heals
+    assert (await running.results.post("/rotate")).status == 200
+    assert (await (await running.health.get("/ready")).json()) == {"status": "ready"}
+    assert (await (await running.health.get("/health")).json())["status"] == "healthy"
+
+
+async def test_removed_tmp_dir_heals_at_the_next_rotation(start_service: StartService) -> None:
+    """`rmdir db_dir/tmp` must not switch rotation off: the size limit still rotates."""
+    running = await start_service(max_size_mb=0.05)
+    db_dir = running.services.config.db_dir
+    first = running.db_file
+    (db_dir / "tmp").rmdir()
+    for n in range(40):
+        await post(running, batch(n, 10))
+        if running.db_file != first:
+            break
+    assert running.db_file != first, "the size limit never rotated"
+    assert metric(running, "output_service_rotation_errors_total") == 0
+    assert (db_dir / "tmp").is_dir()
+    assert (await (await running.health.get("/ready")).json()) == {"status": "ready"}
 
 
 async def stop(running: Running) -> None:
@@ -205,6 +235,8 @@ async def test_restart_continues_the_newest_file(start_service: StartService) ->
     stats = await (await again.health.get("/stats")).json()
     assert stats["total_results"] == 5
     assert stats["last_rotation"] == "2026-01-01T00:01:00.000000Z"
+    # read back from the retained files, not lost with the process
+    assert stats["last_result_time"] == "2026-01-01T00:01:00.000000Z"
     await post(again, batch(3, 1))
     assert ips_in(again.db_file) == ["10.0.2.0", "10.0.2.1", "10.0.2.2", "10.0.3.0"]
 

@@ -6,6 +6,7 @@ Access control is not decided here: a middleware guards these paths.
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -43,6 +44,8 @@ async def rotate(request: web.Request) -> web.Response:
         return json_error(503, str(exc), headers={"Retry-After": "5"})
     except WriterClosedError:
         return json_error(503, "shutting down", headers={"Retry-After": "5"})
+    except StorageError as exc:  # the writer has stopped: answered at once, never left hanging
+        return json_error(503, f"storage error: {exc}", headers={"Retry-After": "5"})
     return json_reply({"status": "rotated", "file": name})
 
 
@@ -67,7 +70,9 @@ async def dump(request: web.Request) -> web.StreamResponse:
             response = web.StreamResponse(
                 headers={
                     "Content-Type": SQLITE_TYPE,
-                    "Content-Disposition": f'attachment; filename="{snapshot.name}"',
+                    "Content-Disposition": (
+                        f'attachment; filename="{dump_name(snapshot.name, services.clock())}"'
+                    ),
                 }
             )
             response.content_length = snapshot.size
@@ -90,6 +95,14 @@ async def dump(request: web.Request) -> web.StreamResponse:
         return json_error(404, str(exc))
     except StorageError as exc:
         return json_error(503, str(exc), headers={"Retry-After": "5"})
+
+
+def dump_name(source: str, moment: float) -> str:
+    """The name a download is saved under: its file's name and its own time
+    (`results_..._dump-2026-01-02T03-04-05.123456Z.db`), so a second
+    `curl -OJ .../dump` in the same folder never collides with the first."""
+    stamp = datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H-%M-%S.%fZ")
+    return f"{source.removesuffix('.db')}_dump-{stamp}.db"
 
 
 async def _send_file(response: web.StreamResponse, path: Path, size: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -32,20 +34,25 @@ async def health(request: web.Request) -> web.Response:
     storage = services.storage
     uptime = max(0.0, services.clock() - services.started_at)
     ready = await storage.ready()
-    return json_reply(
-        {
-            "status": "healthy" if ready else "unhealthy",
-            "version": __version__,
-            "uptime": go_duration(uptime),
-            "uptime_seconds": round(uptime, 3),
-            "stats": services.stats() if ready else None,
-        },
-        status=200 if ready else 503,
-    )
+    degraded = storage.degraded()
+    body: dict[str, Any] = {
+        "status": ("degraded" if degraded else "healthy") if ready else "unhealthy",
+        "version": __version__,
+        "uptime": go_duration(uptime),
+        "uptime_seconds": round(uptime, 3),
+        "stats": services.stats() if ready else None,
+    }
+    if degraded:
+        body["degraded"] = degraded
+    return json_reply(body, status=200 if ready else 503)
 
 
 async def ready(request: web.Request) -> web.Response:
-    if await request.app[SERVICES].storage.ready():
+    storage = request.app[SERVICES].storage
+    if await storage.ready():
+        degraded = storage.degraded()
+        if degraded:  # ingest works: still ready, but say what needs an operator
+            return json_reply({"status": "degraded", "degraded": degraded})
         return json_reply({"status": "ready"})
     return json_error(503, "database is not answering", headers={"Retry-After": "5"})
 

@@ -35,6 +35,8 @@ from output_service.storage.catalog import (
 )
 from output_service.storage.files import size_on_disk, utc_text
 from output_service.storage.idempotency import IdempotencyCache
+from output_service.storage.inventory import StartupFault
+from output_service.storage.key_index import KeyIndex
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import BatchMeta, BatchOutcome
 from output_service.storage.rotator import RotationError, Rotator
@@ -49,7 +51,12 @@ from output_service.storage.writer import (
 
 # What opening the storage can fail with: I/O, or a file SQLite cannot
 # read (the CLI turns these into one line and exit status 2).
-OPEN_ERRORS: tuple[type[Exception], ...] = (OSError, SchemaError, sqlite3.DatabaseError)
+OPEN_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    SchemaError,
+    sqlite3.DatabaseError,
+    inventory.StartupFault,
+)
 
 __all__ = [
     "OPEN_ERRORS",
@@ -58,6 +65,7 @@ __all__ = [
     "InvalidFileNameError",
     "QueueFullError",
     "RotationError",
+    "StartupFault",
     "Storage",
     "StorageError",
     "SubmitResult",
@@ -66,6 +74,7 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
+KEYS_FILE = "state.db"  # shared with the hop loop; never rotated
 log = structlog.get_logger("output_service.storage")
 
 
@@ -94,6 +103,7 @@ class Storage:
         self._metrics = metrics
         self._clock = clock
         self._writer: Writer | None = None
+        self._keys: KeyIndex | None = None
         self._idempotency = IdempotencyCache(
             config.idempotency_window_hours * 3600, config.idempotency_max_keys
         )
@@ -109,9 +119,19 @@ class Storage:
         """Check every file in `db_dir`, continue the newest (or start one), load
         counters and idempotency keys from all retained files, apply retention."""
         config = self._config
-        await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
-        await self._catalog.load(self._idempotency, self._clock() - self._idempotency.window_s)
-        file = await self._rotator.open_current()
+        try:
+            await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
+            found = await self._catalog.load(
+                self._idempotency, self._clock() - self._idempotency.window_s
+            )
+            self.last_result_time = self._catalog.last_received  # /stats after a restart
+            keys = await asyncio.to_thread(KeyIndex.open, config.db_dir / KEYS_FILE)
+            self._keys = keys
+            # a crash between a results commit and its keys' commit: the file has them
+            await asyncio.to_thread(keys.record, found)
+            file = await self._rotator.open_current()
+        except (OSError, sqlite3.Error) as exc:  # a full disk is never a corrupt file
+            raise inventory.startup_fault(config.db_dir, exc) from None
         writer = Writer(
             file,
             max_group_results=config.commit_max_results,
@@ -122,6 +142,8 @@ class Storage:
             before_commit=self._before_commit,
             on_error=self._write_failed,
             after_group=self._rotator.after_group,
+            keys_before=self._keys_known,
+            keys_after=self._keys_committed,
         )
         self._rotator.attach(writer)
         self._registry.retire(config.keep_files)
@@ -136,6 +158,41 @@ class Storage:
         if self._writer is not None:
             await self._writer.close()
         await self._rotator.close()
+        if self._keys is not None:
+            await asyncio.to_thread(self._keys.close)
+            self._keys = None
+
+    # -- the durable key index (writer thread) -------------------------------
+
+    def _keys_since(self) -> str:
+        return utc_text(self._clock() - self._idempotency.window_s)
+
+    def _keys_known(self, items: Sequence[tuple[Batch, BatchMeta]]) -> tuple[dict[str, Any], str]:
+        """Keys of the group the durable index has from earlier batches (memory
+        may have forgotten them: it only caches), and the window's start."""
+        since = self._keys_since()
+        wanted = [m.idempotency_key for _, m in items if m.idempotency_key is not None]
+        if not wanted or self._keys is None:
+            return {}, since
+        return self._keys.lookup(wanted, since), since
+
+    def _keys_committed(
+        self, items: Sequence[tuple[Batch, BatchMeta]], outcomes: Sequence[BatchOutcome]
+    ) -> None:
+        """After the results commit: the new keys go into the durable index. A
+        failure here is logged, not raised: the batches are stored and their keys
+        are in the results file, which start-up reads back into the index."""
+        rows = [
+            (m.idempotency_key, o.count, o.body_hash, m.received_at)
+            for (_, m), o in zip(items, outcomes, strict=True)
+            if m.idempotency_key is not None and not o.duplicate
+        ]
+        if not rows or self._keys is None:
+            return
+        try:
+            self._keys.record(rows, expire_before=self._keys_since())
+        except (OSError, sqlite3.Error) as exc:
+            log.error("cannot record idempotency keys in state.db", error=str(exc))
 
     @property
     def writer(self) -> Writer:
@@ -183,8 +240,8 @@ class Storage:
             earlier = await self._earlier_reply(idempotency_key, body_hash, now)
             if earlier is not None:
                 return earlier
-        if not batch.results:
-            return SubmitResult(0)
+        if not batch.results and idempotency_key is None:
+            return SubmitResult(0)  # nothing to store, no key to remember
         meta = BatchMeta(utc_text(now), remote, node_id, idempotency_key, body_hash)
         future = self.writer.submit(batch, meta)
         if idempotency_key is not None:
@@ -271,6 +328,12 @@ class Storage:
     async def rotate(self) -> str:
         """Start a new file now (between transactions); returns its name."""
         return await self._rotator.rotate_now()
+
+    def degraded(self) -> list[str]:
+        """Problems that do not stop ingest but need an operator (shown by /ready
+        and /health): a rotation that keeps failing."""
+        failing = self._rotator.failing
+        return [failing] if failing is not None else []
 
     async def ready(self) -> bool:
         """The writer runs, its last transaction did not fail, and the current file

@@ -60,29 +60,44 @@ class Catalog:
         self._config = config
         self._metrics = metrics
         self._registry = registry
+        # when the newest batch in the retained files arrived (set by `load`)
+        self.last_received: float | None = None
 
-    async def load(self, idempotency: IdempotencyCache, keys_since: float) -> None:
+    async def load(
+        self, idempotency: IdempotencyCache, keys_since: float
+    ) -> list[tuple[str, int, str | None, str]]:
         """Register every usable results file in `db_dir`, oldest first, and
-        remember its idempotency keys; move the unusable ones to quarantine."""
+        remember its idempotency keys; move the unusable ones to quarantine.
+        Returns every key of the window found in the files (oldest first)."""
         db_dir = self._config.db_dir
         since = utc_text(keys_since)
+        reports: list[inventory.FileReport] = []
+        corrupt: list[tuple[Path, str]] = []
         for path in await asyncio.to_thread(results_files, db_dir):
             try:
-                report = await asyncio.to_thread(inventory.inspect, path, since)
+                reports.append(await asyncio.to_thread(inventory.inspect, path, since))
             except inventory.UnusableFileError as exc:
-                moved = await asyncio.to_thread(inventory.quarantine, path)
-                self._metrics.quarantined_files.inc()
-                log.warning(
-                    "results file quarantined",
-                    file=path.name,
-                    reason=str(exc),
-                    moved_to=str(moved.relative_to(db_dir)),
-                )
-                continue
-            self._registry.add(FileEntry(path, report.results, report.failed, sealed=True))
+                corrupt.append((path, str(exc)))
+            except (OSError, sqlite3.Error) as exc:  # the disk or a lock, not the file
+                raise inventory.startup_fault(db_dir, exc, path.name) from None
+        # only once every file was read without a fault: a full disk moves nothing
+        for path, reason in corrupt:
+            moved = await asyncio.to_thread(inventory.quarantine, path)
+            self._metrics.quarantined_files.inc()
+            log.warning(
+                "results file quarantined",
+                file=path.name,
+                reason=reason,
+                moved_to=str(moved.relative_to(db_dir)),
+            )
+        for report in reports:
+            self._registry.add(FileEntry(report.path, report.results, report.failed, sealed=True))
             for key, count, body_hash, received_at in report.keys:
                 moment = datetime.fromisoformat(received_at).timestamp()
                 idempotency.remember(key, count, body_hash, moment)
+        arrivals = [r.last_received for r in reports if r.last_received]
+        self.last_received = datetime.fromisoformat(max(arrivals)).timestamp() if arrivals else None
+        return [row for report in reports for row in report.keys]
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
         """The newest results across retained files: the current file first, then

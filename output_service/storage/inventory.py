@@ -4,12 +4,21 @@ Runs once, on a worker thread, before the writer starts. Every results file is
 opened with a plain read-write connection (so a WAL left by a crash is folded
 back into it when the connection closes), checked with `PRAGMA quick_check`,
 brought to the current schema (reads across files then use one query), and
-counted. A file that fails any of that goes to `db_dir/quarantine/` with its
-reason in the log: the service starts without it rather than not at all.
+counted.
+
+Only corruption sends a file to `db_dir/quarantine/` (not SQLite, a failed
+check, no results table): the service then starts without it rather than not
+at all. A full disk, an I/O error or a lock says nothing about the file, so it
+stops the start-up instead (`StartupFault`, exit status 2 with one line),
+before any file has been moved: once the cause is gone, every acknowledged
+batch is there again.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import resource
 import shutil
 import sqlite3
 from dataclasses import dataclass, field
@@ -24,8 +33,22 @@ TEMP_DIR = "tmp"
 IdempotencyRow = tuple[str, int, str | None, str]
 
 
+# Less free space than this, and an I/O error at start-up counts as a full disk.
+NEARLY_FULL_BYTES = 1024 * 1024
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 5, 6, 11, 13, 26
+
+
 class UnusableFileError(Exception):
-    """The file is not a results database this service can read."""
+    """The file is not a results database this service can read (corruption)."""
+
+
+class StartupFault(Exception):
+    """Start-up cannot go on and no file is to blame (disk full, I/O, a lock);
+    nothing was moved. `kind` is "disk_full", "locked" or "io"."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(slots=True)
@@ -34,18 +57,22 @@ class FileReport:
     results: int
     failed: int
     keys: list[IdempotencyRow] = field(default_factory=list)
+    last_received: str | None = None  # arrival of the file's newest stored batch
 
 
 def temp_dir(db_dir: Path) -> Path:
-    return db_dir / TEMP_DIR
+    """`db_dir/tmp`, created when missing: an operator may have removed it, and
+    rotation and dumps must heal rather than fail from then on."""
+    tmp = db_dir / TEMP_DIR
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
 
 
 def prepare_dir(db_dir: Path) -> None:
     """Create `db_dir` and an empty temp dir (a crash may have left dumps behind)."""
     db_dir.mkdir(parents=True, exist_ok=True)
-    tmp = temp_dir(db_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    shutil.rmtree(db_dir / TEMP_DIR, ignore_errors=True)
+    temp_dir(db_dir)
 
 
 def inspect(path: Path, keys_since: str) -> FileReport:
@@ -57,7 +84,9 @@ def inspect(path: Path, keys_since: str) -> FileReport:
     try:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as exc:
-        raise UnusableFileError(str(exc)) from None
+        if fault_kind(exc) == "corrupt":
+            raise UnusableFileError(str(exc)) from None
+        raise
     try:
         conn.execute("PRAGMA busy_timeout=5000")
         problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
@@ -69,12 +98,71 @@ def inspect(path: Path, keys_since: str) -> FileReport:
             migrate(conn)
         counts = file_counts(conn)
         keys = idempotency_keys_since(conn, keys_since)
+        last = conn.execute(
+            "SELECT max(received_at) FROM batches WHERE result_count > 0"
+        ).fetchone()[0]
         conn.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
-        raise UnusableFileError(f"{type(exc).__name__}: {exc}") from None
+        if fault_kind(exc) == "corrupt":
+            raise UnusableFileError(f"{type(exc).__name__}: {exc}") from None
+        raise
     finally:
         conn.close()
-    return FileReport(path, counts.results, counts.failed, keys)
+    return FileReport(path, counts.results, counts.failed, keys, last)
+
+
+def fault_kind(exc: BaseException) -> str:
+    """ "corrupt" only when SQLite says the file is damaged or not a database;
+    else "disk_full", "locked" or "io", none of which is about the file."""
+    if isinstance(exc, OSError):
+        return "disk_full" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else "io"
+    if not isinstance(exc, sqlite3.Error):
+        return "io"
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    text = str(exc)
+    if primary == _SQLITE_FULL or "disk is full" in text:
+        return "disk_full"
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or "is locked" in text:
+        return "locked"
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or "malformed" in text:
+        return "corrupt"
+    if "not a database" in text:
+        return "corrupt"
+    return "io"
+
+
+def disk_looks_full(db_dir: Path) -> bool:
+    """No room left on db_dir's filesystem, or a file there has reached the
+    process's file size limit (RLIMIT_FSIZE): SQLite reports either as an I/O
+    error as often as as a full disk."""
+    try:
+        st = os.statvfs(db_dir)
+        if st.f_bavail * st.f_frsize < NEARLY_FULL_BYTES:
+            return True
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            largest = max((p.stat().st_size for p in db_dir.glob("*.db*")), default=0)
+            return largest + NEARLY_FULL_BYTES >= limit
+    except OSError:
+        return False
+    return False
+
+
+def startup_fault(db_dir: Path, exc: BaseException, file: str | None = None) -> StartupFault:
+    """One line for the operator: what stopped the start-up, and that nothing moved."""
+    kind = fault_kind(exc)
+    if kind in ("io", "corrupt") and disk_looks_full(db_dir):
+        kind = "disk_full"
+    where = f" ({file})" if file else ""
+    detail = f"{type(exc).__name__}: {exc}"
+    if kind == "disk_full":
+        message = f"the disk of {db_dir} is full{where}: free some space and start again"
+    elif kind == "locked":
+        message = f"a file in {db_dir} is locked by another program{where}"
+    else:
+        message = f"cannot use the files in {db_dir}{where}"
+    return StartupFault(f"{message} ({detail}); nothing was moved", kind)
 
 
 def make_live(path: Path) -> bool:

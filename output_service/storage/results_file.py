@@ -173,12 +173,20 @@ class ResultsFile:
     def _max_id(self, table: str) -> int:
         return int(self._conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
 
-    def write_group(self, items: Sequence[tuple[Batch, BatchMeta]]) -> list[BatchOutcome]:
+    def write_group(
+        self,
+        items: Sequence[tuple[Batch, BatchMeta]],
+        known: dict[str, tuple[int, str | None]] | None = None,
+        keys_since: str = "",
+    ) -> list[BatchOutcome]:
         """Store several batches in one transaction (group commit).
 
         All or nothing: on any error the transaction is rolled back, the id
         counters are restored and the error propagates, so no batch of the group
-        is acknowledged.
+        is acknowledged. A batch whose key is in `known` (the durable key index
+        has it from an earlier batch) is not stored; nor is one whose key this
+        file already holds, unless that use was received before `keys_since`
+        (outside the window, the key is free again).
         """
         saved = (self._next_ping, self._next_trace, self._next_batch)
         pings: list[tuple[Any, ...]] = []
@@ -189,7 +197,11 @@ class ResultsFile:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for batch, meta in items:
-                outcome = self._add_batch(batch, meta, pings, traces, hops)
+                earlier = known.get(meta.idempotency_key or "") if known else None
+                if earlier is not None:
+                    outcome = BatchOutcome(earlier[0], 0, True, earlier[1])
+                else:
+                    outcome = self._add_batch(batch, meta, pings, traces, hops, keys_since)
                 outcomes.append(outcome)
             _PINGS.run(conn, pings)
             _TRACES.run(conn, traces)
@@ -209,26 +221,32 @@ class ResultsFile:
         pings: list[tuple[Any, ...]],
         traces: list[tuple[Any, ...]],
         hops: list[tuple[Any, ...]],
+        keys_since: str,
     ) -> BatchOutcome:
         batch_id = self._next_batch
-        cursor = self._conn.execute(
-            _INSERT_BATCH,
-            (
-                batch_id,
-                meta.received_at,
-                meta.remote,
-                meta.node_id,
-                meta.idempotency_key,
-                meta.body_hash,
-                len(batch.results),
-            ),
+        row = (
+            batch_id,
+            meta.received_at,
+            meta.remote,
+            meta.node_id,
+            meta.idempotency_key,
+            meta.body_hash,
+            len(batch.results),
         )
-        if cursor.rowcount == 0:
-            row = self._conn.execute(
-                "SELECT result_count, body_hash FROM batches WHERE idempotency_key = ?",
+        if self._conn.execute(_INSERT_BATCH, row).rowcount == 0:
+            count, body_hash, received_at = self._conn.execute(
+                "SELECT result_count, body_hash, received_at FROM batches"
+                " WHERE idempotency_key = ?",
                 (meta.idempotency_key,),
             ).fetchone()
-            return BatchOutcome(count=row[0], failed=0, duplicate=True, body_hash=row[1])
+            if received_at >= keys_since:
+                return BatchOutcome(count=count, failed=0, duplicate=True, body_hash=body_hash)
+            # the earlier use is outside the window: the key is free again
+            self._conn.execute(
+                "UPDATE batches SET idempotency_key = NULL WHERE idempotency_key = ?",
+                (meta.idempotency_key,),
+            )
+            self._conn.execute(_INSERT_BATCH, row)
         self._next_batch += 1
         ping_id = self._next_ping
         trace_id = self._next_trace

@@ -20,7 +20,7 @@ import structlog
 
 from output_service.config import Config
 from output_service.metrics import Metrics
-from output_service.storage.files import created_at, next_file_name, size_on_disk
+from output_service.storage.files import created_at, next_file_name, size_on_disk, utc_text
 from output_service.storage.inventory import make_live, temp_dir
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import ResultsFile
@@ -79,6 +79,9 @@ class Rotator:
         self._retry_at = float("-inf")
         self._sealing: set[asyncio.Task[None]] = set()
         self.last_rotation: float | None = None
+        # Why the last rotation failed, until one succeeds: /ready and /health
+        # show it (degraded), so a file growing past its limit is not silent.
+        self.failing: str | None = None
 
     def attach(self, writer: Writer) -> None:
         self._writer = writer
@@ -191,7 +194,9 @@ class Rotator:
             log.error(
                 "rotation failed, still writing the old file", file=current.name, error=str(exc)
             )
+            self.failing = f"rotation failing since {_clock_text(now)}: {exc}"
             raise RotationError(f"cannot start a new results file: {exc}") from exc
+        self.failing = None
         old_file = writer.file
         writer.file = new_file
         self._registry.acquire(current)  # sealing reads it: retention must wait
@@ -236,6 +241,10 @@ class Rotator:
         if self._writer is None:
             raise RuntimeError("storage is not open")
         return self._writer
+
+
+def _clock_text(moment: float) -> str:
+    return utc_text(moment)
 
 
 def _checkpoint_and_close(file: ResultsFile) -> bool:

@@ -84,6 +84,11 @@ ErrorHook = Callable[["StorageError"], None]
 # Runs on the writer thread before the results transaction of a group (the hop
 # outbox uses it: its rows must be durable before the batch can be acknowledged).
 BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], None]
+# On the writer thread, around the results transaction of a group: which keys
+# the durable key index already has (before), and record the new ones (after
+# the commit, so a key never claims a batch that was not stored).
+KeysBefore = Callable[[Sequence[tuple[Batch, BatchMeta]]], tuple[dict[str, Any], str]]
+KeysAfter = Callable[[Sequence[tuple[Batch, BatchMeta]], Sequence[BatchOutcome]], None]
 # Awaited by the writer task after each group, before the next one is taken:
 # the size/age rotation check lives there, so a rotation falls between groups.
 AfterGroup = Callable[[], Awaitable[None]]
@@ -104,8 +109,12 @@ class Writer:
         before_commit: BeforeCommit | None = None,
         on_error: ErrorHook | None = None,
         after_group: AfterGroup | None = None,
+        keys_before: KeysBefore | None = None,
+        keys_after: KeysAfter | None = None,
     ) -> None:
         self.file = file
+        self._keys_before = keys_before
+        self._keys_after = keys_after
         # The error of the last failed transaction, until one commits again (/ready).
         self.failing: StorageError | None = None
         self._on_error = on_error
@@ -123,6 +132,9 @@ class Writer:
         self._closing = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._task: asyncio.Task[None] | None = None
+        # Futures of the group or command being worked on (taken off the queue):
+        # if the task dies they are answered too, not only what still waits.
+        self._working: list[asyncio.Future[Any]] = []
 
     @property
     def queued_results(self) -> int:
@@ -147,10 +159,7 @@ class Writer:
 
     def submit(self, batch: Batch, meta: BatchMeta) -> asyncio.Future[BatchOutcome]:
         """Queue a batch; the future resolves after its transaction has committed."""
-        if self._closing:
-            raise WriterClosedError("shutting down")
-        if self._task is not None and self._task.done():  # a bug stopped it: never hang
-            raise StorageError("the writer has stopped; see the log", "io")
+        self._check_open()
         size = len(batch.results)
         if self._queued_results + size > self._queue_max and self._queued_results > 0:
             raise QueueFullError(f"{self._queued_results} results already waiting")
@@ -171,12 +180,17 @@ class Writer:
         (`run_in_thread`) and then change what the writer holds (`file`) on the
         event loop before the next group is taken.
         """
-        if self._closing:
-            raise WriterClosedError("shutting down")
+        self._check_open()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(_Command(fn, future))
         self._wakeup.set()
         return await future
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise WriterClosedError("shutting down")
+        if self._task is not None and self._task.done():  # a bug stopped it: never hang
+            raise StorageError("the writer has stopped; see the log", "io")
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread now (for set-up before `start`)."""
@@ -189,7 +203,8 @@ class Writer:
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            await self._task
+            # a task that died has already answered its waiters (`_ended`)
+            await asyncio.wait([self._task])
         await self.run_in_thread(self.file.close)
         self._executor.shutdown(wait=True)
 
@@ -204,11 +219,16 @@ class Writer:
             head = self._queue[0]
             if isinstance(head, _Command):
                 self._queue.popleft()
+                self._working = [head.future]
                 await self._run_command(head)
+                self._working = []
                 continue
             if self._max_delay > 0 and self._queued_results < self._max_group:
                 await asyncio.sleep(self._max_delay)
-            await self._commit(self._take_group())
+            group = self._take_group()
+            self._working = [p.future for p in group]
+            await self._commit(group)
+            self._working = []
             if self._after_group is not None:
                 await self._after_group()
 
@@ -264,20 +284,31 @@ class Writer:
             self._restored = True
         if self._before_commit is not None:
             self._before_commit(items)
-        return self.file.write_group(items)
+        known, since = self._keys_before(items) if self._keys_before else ({}, "")
+        outcomes = self.file.write_group(items, known, since)
+        if self._keys_after is not None:
+            self._keys_after(items, outcomes)
+        return outcomes
 
     def _ended(self, task: asyncio.Task[None]) -> None:
-        """If a bug ends the writer task, say so and fail what waits, rather than hang."""
-        if task.cancelled() or task.exception() is None:
+        """If the writer task ends other than by `close()` (a bug, a cancellation),
+        say so and answer every waiter at once (503), rather than let them hang:
+        the batches and commands still queued and the one being worked on."""
+        if not task.cancelled() and task.exception() is None:
             return
-        log.error("the writer stopped", exc_info=task.exception())
+        if task.cancelled():
+            log.error("the writer was cancelled")
+        else:
+            log.error("the writer stopped", exc_info=task.exception())
         error = StorageError("the writer has stopped; see the log", "io")
-        while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(error)
-                item.future.add_done_callback(_consume_exception)
+        waiting = [*self._working, *(item.future for item in self._queue)]
+        self._queue.clear()
+        self._working = []
         self._queued_results = 0
+        for future in waiting:
+            if not future.done():
+                future.set_exception(error)
+                future.add_done_callback(_consume_exception)
 
     async def _run_command(self, command: _Command) -> None:
         try:

@@ -82,6 +82,10 @@ class PgStorage:
         except IdempotencyConflict as exc:
             raise IdempotencyConflictError(str(exc)) from None
 
+    def degraded(self) -> list[str]:
+        """Nothing here degrades without stopping ingest: a lost database is /ready's 503."""
+        return []
+
     async def ready(self) -> bool:
         return (await self.store.readiness()).ready
 
