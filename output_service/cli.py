@@ -42,6 +42,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from output_service.tools import ship
 
         return ship.main(args[1:])
+    if args[:1] and args[0] in ("check", "export", "post"):  # file tools
+        from output_service.tools import files
+
+        return files.run(args)
     try:
         config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
