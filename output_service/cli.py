@@ -20,6 +20,13 @@ from output_service.app import create_health_app, create_results_app, runner_opt
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging
+from output_service.netlimits import (
+    AcceptErrorLog,
+    ConnectionGate,
+    LimitedTCPSite,
+    fd_budget,
+    raise_fd_limit,
+)
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS
 
@@ -45,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def serve(config: Config) -> None:
     """Run both ports until SIGTERM or SIGINT, then drain and close."""
     services = Services.build(config)
+    gates = _connection_gates(config, services)
+    asyncio.get_running_loop().set_exception_handler(AcceptErrorLog(services.metrics.accept_errors))
     results_runner = web.AppRunner(
         create_results_app(services), **runner_options(config, results=True)
     )
@@ -59,8 +68,10 @@ async def serve(config: Config) -> None:
         ) from None
     try:
         await health_runner.setup()
-        results_port = await _listen(results_runner, config.host, config.port, "port")
-        health_port = await _listen(health_runner, config.host, config.health_port, "health_port")
+        results_port = await _listen(results_runner, config.host, config.port, gates[0], "port")
+        health_port = await _listen(
+            health_runner, config.host, config.health_port, gates[1], "health_port"
+        )
         log.info(
             "listening",
             version=__version__,
@@ -79,8 +90,36 @@ async def serve(config: Config) -> None:
     log.info("stopped", total_results=services.storage.total_results)
 
 
-async def _listen(runner: web.AppRunner, host: str, port: int, setting: str) -> int:
-    site = web.TCPSite(runner, host, port)
+def _connection_gates(config: Config, services: Services) -> tuple[ConnectionGate, ConnectionGate]:
+    """Raise the descriptor limit, fit both ports' connection caps under it."""
+    before, limit = raise_fd_limit()
+    budget = fd_budget(limit, config.max_connections, config.health_max_connections)
+    log.info(
+        "descriptor limit",
+        soft_before=before,
+        soft=limit,
+        reserved_for_files=budget.reserve,
+        max_connections=budget.results,
+        health_max_connections=budget.health,
+    )
+    if (budget.results, budget.health) != (config.max_connections, config.health_max_connections):
+        log.warning(
+            "connection caps lowered to fit the descriptor limit",
+            max_connections=budget.results,
+            health_max_connections=budget.health,
+            limit=limit,
+        )
+    counters = (services.metrics.open_connections, services.metrics.refused_connections)
+    return (
+        ConnectionGate("results", budget.results, budget.results_backlog, *counters),
+        ConnectionGate("health", budget.health, budget.health_backlog, *counters),
+    )
+
+
+async def _listen(
+    runner: web.AppRunner, host: str, port: int, gate: ConnectionGate, setting: str
+) -> int:
+    site = LimitedTCPSite(runner, host, port, gate)
     try:
         await site.start()
     except OSError as exc:

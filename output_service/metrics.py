@@ -167,6 +167,22 @@ class Metrics:
             f"{PREFIX}_dump_bytes", "Bytes of completed /dump downloads.", registry=r
         )
 
+        # Connections and descriptors (netlimits)
+        self.open_connections = Gauge(
+            f"{PREFIX}_open_connections", "Open client connections, by port.", ["port"], registry=r
+        )
+        self.refused_connections = Counter(
+            f"{PREFIX}_refused_connections",
+            "Connections closed at once because their port was at its cap, by port.",
+            ["port"],
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            f"{PREFIX}_accept_errors",
+            "Failed accept() calls (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+            registry=r,
+        )
+
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_duration.observe(seconds)
         self.commit_group.observe(batches)
