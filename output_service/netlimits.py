@@ -126,7 +126,7 @@ class ConnectionGate:
 class _Counted(asyncio.Protocol):
     """Passes every event on to aiohttp's protocol; gives the slot back at the end."""
 
-    __slots__ = ("_inner", "_gate")
+    __slots__ = ("_gate", "_inner")
 
     def __init__(self, inner: asyncio.Protocol, gate: ConnectionGate) -> None:
         self._inner = inner
