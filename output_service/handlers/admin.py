@@ -19,6 +19,7 @@ from output_service.storage import (
     UnknownFileError,
     WriterClosedError,
 )
+from output_service.storage.seam import ReadBusy
 
 SQLITE_TYPE = "application/vnd.sqlite3"
 CHUNK_BYTES = 256 * 1024
@@ -46,9 +47,9 @@ async def files(request: web.Request) -> web.Response:
 async def dump(request: web.Request) -> web.StreamResponse:
     """Stream a consistent copy of the current file, or `?file=NAME`, a retained one.
 
-    The response is sent inside the handler, while storage still holds the file
-    (and its temp snapshot, if one was made); leaving the block removes the
-    snapshot whether the download completed or the client went away.
+    Storage has released the source file once the copy exists; leaving the block
+    removes the copy, whether the download completed, the client went away, or
+    it stopped taking data for `dump_send_timeout_s` (then the connection is cut).
     """
     services = request.app[SERVICES]
     metrics = services.metrics
@@ -64,7 +65,15 @@ async def dump(request: web.Request) -> web.StreamResponse:
             response.content_length = snapshot.size
             try:
                 await response.prepare(request)
-                await _send_file(response, snapshot.path, snapshot.size)
+                await _send_file(
+                    response, snapshot.path, snapshot.size, services.config.dump_send_timeout_s
+                )
+            except TimeoutError:
+                metrics.dumps.labels(outcome="stalled").inc()
+                log.info("dump dropped: the client took no data", file=snapshot.name)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             except (ConnectionError, asyncio.CancelledError) as exc:
                 # the client went away (aiohttp may cancel the handler for it)
                 metrics.dumps.labels(outcome="aborted").inc()
@@ -75,6 +84,14 @@ async def dump(request: web.Request) -> web.StreamResponse:
             metrics.dumps.labels(outcome="complete").inc()
             metrics.dump_bytes.inc(snapshot.size)
             return response
+    except ReadBusy as exc:
+        metrics.rejected_requests.labels(reason="too_many_dumps").inc()
+        return json_error(
+            503,
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_s)},
+            limit="too_many_dumps",
+        )
     except InvalidFileNameError as exc:
         return json_error(400, str(exc))
     except UnknownFileError as exc:
@@ -83,9 +100,10 @@ async def dump(request: web.Request) -> web.StreamResponse:
         return json_error(503, str(exc), headers={"Retry-After": "5"})
 
 
-async def _send_file(response: web.StreamResponse, path: Path, size: int) -> None:
+async def _send_file(response: web.StreamResponse, path: Path, size: int, stall_s: float) -> None:
     """Stream `size` bytes of `path`; reads happen on a worker thread, and each
-    write waits for the client (a slow download holds little memory)."""
+    write waits for the client (a slow download holds little memory), at most
+    `stall_s` seconds: a client that stops reading is dropped, not waited for."""
     # Opened and closed on the loop: both are quick for a local file, and no
     # cancellation (a client going away) can then fall between open and `try`.
     fh = path.open("rb")
@@ -96,7 +114,9 @@ async def _send_file(response: web.StreamResponse, path: Path, size: int) -> Non
             if not chunk:
                 raise ConnectionResetError("file ended early")
             left -= len(chunk)
-            await response.write(chunk)
-        await response.write_eof()
+            async with asyncio.timeout(stall_s):
+                await response.write(chunk)
+        async with asyncio.timeout(stall_s):
+            await response.write_eof()
     finally:
         fh.close()

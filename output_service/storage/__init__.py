@@ -136,6 +136,7 @@ class Storage:
         if self._writer is not None:
             await self._writer.close()
         await self._rotator.close()
+        self._catalog.dump_slots.close()
 
     @property
     def writer(self) -> Writer:

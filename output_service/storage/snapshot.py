@@ -6,16 +6,29 @@ committing meanwhile (WAL lets a reader and the writer run side by side).
 
 Both also build the hop-IP index that the live file goes without (see
 `schema`), so that every sealed file and every backup has the full seed schema.
+
+Dumps are bounded (`DumpSlots`): at most `max_concurrent_dumps` at once, each
+snapshot on a thread of the dumps' own pool, so that however many admins ask,
+a seal or a rotation never waits behind a snapshot, and `db_dir/tmp` holds at
+most that many copies.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import sqlite3
 import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from output_service.storage.schema import add_sealed_indexes
+from output_service.storage.seam import ReadBusy
+
+T = TypeVar("T")
 
 # Index builds keep SQLite's default page cache (2 MB): measured on a 110 MB
 # file, CREATE INDEX took 1.0 s with it and 1.4/1.9/2.1 s with 8/32/64 MB.
@@ -58,6 +71,47 @@ def seal(path: Path) -> bool:
 
 def new_temp_path(tmp_dir: Path) -> Path:
     return tmp_dir / f"dump-{uuid.uuid4().hex}.db"
+
+
+class DumpSlots:
+    """At most `limit` dumps at once (each from its start to the end of its
+    download), and the threads their snapshots run on.
+
+    A dump past the limit is refused at once (ReadBusy: 503 with Retry-After)
+    rather than queued: a queued dump would hold its client, and the admin's
+    retry costs nothing meanwhile.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.running = 0
+        self._executor = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="snapshot")
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        if self.running >= self.limit:
+            raise ReadBusy(f"{self.limit} dumps are already running, retry later", 5)
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+
+    def run(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """`fn(*args)` on a snapshot thread (never the writer's or the default pool)."""
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self) -> None:
+        """At shutdown: drop snapshots not started; one still copying finishes
+        on its thread, and its temp file is removed at the next start."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def link_or_copy(source: Path, dest: Path) -> int:
+    """A second name for a sealed file, so that a download can go on after
+    retention deletes the file (a hard link costs no space); returns its size."""
+    os.link(source, dest)
+    return dest.stat().st_size
 
 
 def backup_to(source: Path, dest: Path) -> int:
