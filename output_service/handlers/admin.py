@@ -26,6 +26,28 @@ CHUNK_BYTES = 256 * 1024
 
 log = structlog.get_logger("output_service.http")
 
+# The /dump handlers streaming now: cut when the shutdown grace ends.
+DOWNLOADS = web.AppKey("downloads", set["asyncio.Task[object]"])
+
+
+def track_downloads(app: web.Application) -> None:
+    """Register the set of running downloads and the shutdown hook that cuts them."""
+    app[DOWNLOADS] = set()
+    app.on_shutdown.append(_cut_downloads_at_deadline)
+
+
+async def _cut_downloads_at_deadline(app: web.Application) -> None:
+    """aiohttp waits the grace for handlers, then cancels a handler only through
+    its request body, which a download is not reading: it would wait the grace a
+    second time. So downloads are cancelled here, when the grace ends."""
+    downloads = app[DOWNLOADS]
+
+    def cut() -> None:
+        for task in list(downloads):
+            task.cancel()
+
+    asyncio.get_running_loop().call_later(app[SERVICES].config.shutdown_grace_s, cut)
+
 
 async def rotate(request: web.Request) -> web.Response:
     """Start a new results file now; replies once the old one is sealed."""
@@ -51,9 +73,20 @@ async def dump(request: web.Request) -> web.StreamResponse:
     removes the copy, whether the download completed, the client went away, or
     it stopped taking data for `dump_send_timeout_s` (then the connection is cut).
     """
+    task = asyncio.current_task()
+    downloads = request.app[DOWNLOADS]
+    if task is not None:
+        downloads.add(task)
+    try:
+        return await _dump(request, request.query.get("file"))
+    finally:
+        if task is not None:
+            downloads.discard(task)
+
+
+async def _dump(request: web.Request, name: str | None) -> web.StreamResponse:
     services = request.app[SERVICES]
     metrics = services.metrics
-    name = request.query.get("file")
     try:
         async with services.storage.dump(name) as snapshot:
             response = web.StreamResponse(

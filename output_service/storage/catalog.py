@@ -32,7 +32,6 @@ from output_service.storage.idempotency import IdempotencyCache
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.snapshot import (
     DumpSlots,
-    backup_to,
     link_or_copy,
     new_temp_path,
     result_span,
@@ -165,13 +164,14 @@ class Catalog:
                 temp.unlink(missing_ok=True)
 
     async def _snapshot(self, source: Path, temp: Path) -> int:
-        copy = self.dump_slots.run(backup_to, source, temp)
+        copy = self.dump_slots.snapshot(source, temp)
         try:
             return await asyncio.shield(copy)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(f"snapshot failed: {exc}") from exc
         finally:
-            if not copy.done():  # cancelled while copying: let the thread finish first
+            if not copy.done():  # cancelled while copying: stop the thread, let it finish
+                self.dump_slots.interrupt(temp)
                 await asyncio.wait([copy])
                 if not copy.cancelled():
                     copy.exception()  # retrieved, so asyncio does not log it

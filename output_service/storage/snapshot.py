@@ -86,6 +86,7 @@ class DumpSlots:
         self.limit = limit
         self.running = 0
         self._executor = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="snapshot")
+        self._copying: dict[Path, sqlite3.Connection] = {}
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
@@ -101,9 +102,29 @@ class DumpSlots:
         """`fn(*args)` on a snapshot thread (never the writer's or the default pool)."""
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def snapshot(self, source: Path, dest: Path) -> asyncio.Future[int]:
+        """backup_to on a snapshot thread, interruptible with `interrupt(dest)`."""
+
+        def opened(conn: sqlite3.Connection | None) -> None:
+            if conn is None:
+                self._copying.pop(dest, None)
+            else:
+                self._copying[dest] = conn
+
+        return self.run(backup_to, source, dest, opened)
+
+    def interrupt(self, dest: Path) -> None:
+        """Stop the copy into `dest` (its client went away, or shutdown cut it):
+        the index build, most of a snapshot's time, stops at once (thread-safe)."""
+        conn = self._copying.get(dest)
+        if conn is not None:
+            with contextlib.suppress(sqlite3.ProgrammingError):  # closed meanwhile
+                conn.interrupt()
+
     def close(self) -> None:
-        """At shutdown: drop snapshots not started; one still copying finishes
-        on its thread, and its temp file is removed at the next start."""
+        """At shutdown: interrupt the copies still running, drop those not started."""
+        for dest in list(self._copying):
+            self.interrupt(dest)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -114,18 +135,23 @@ def link_or_copy(source: Path, dest: Path) -> int:
     return dest.stat().st_size
 
 
-def backup_to(source: Path, dest: Path) -> int:
+def backup_to(
+    source: Path, dest: Path, on_open: Callable[[sqlite3.Connection | None], None] | None = None
+) -> int:
     """Copy `source` into a new file `dest` in one read transaction; returns its size.
 
     The online backup API copies every page in a single step, so the copy is
     the database as of one commit: everything acknowledged before the call is
     in it, and a transaction committing meanwhile is either wholly in or out.
     A copy of the live file then gets the hop-IP index built, so that a backup
-    is a full seed-schema file like every sealed one.
+    is a full seed-schema file like every sealed one. `on_open` is told the copy's
+    connection (and None when it is closed), so that the copy can be interrupted.
     """
     src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     try:
         dst = sqlite3.connect(dest, isolation_level=None)
+        if on_open is not None:
+            on_open(dst)
         try:
             src.backup(dst)
             # A single self-contained file for whoever downloads it.
@@ -134,6 +160,8 @@ def backup_to(source: Path, dest: Path) -> int:
             dst.execute("PRAGMA synchronous=OFF")
             add_sealed_indexes(dst)
         finally:
+            if on_open is not None:
+                on_open(None)
             dst.close()
     finally:
         src.close()
