@@ -18,7 +18,9 @@ accept, many a second. So:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -66,31 +68,27 @@ class FdBudget:
     health_backlog: int
 
 
-HEALTH_BACKLOG = 16
-RESULTS_BACKLOG = 128  # aiohttp's default
+LISTEN_BACKLOG = 128  # aiohttp's default: pending connections wait in the kernel, no fds
 
 
 def fd_budget(limit: int, max_connections: int, health_max_connections: int) -> FdBudget:
     """Fit the configured caps under `limit` descriptors.
 
     Kept back: an eighth of the limit (at least FD_RESERVE_MIN) for files (results
-    files with their -wal and -shm, state.db, readers, dump snapshots), and each
-    port's listen backlog: asyncio accepts up to a backlog of connections in one go
-    before any of them can be refused and closed, so each is a burst of descriptors
-    in use at once. The results port's backlog shrinks with a small limit. The
-    health port keeps at most a quarter of the rest; the results port gets what
-    remains. A cap is only ever lowered, never raised above its setting.
+    files with their -wal and -shm, state.db, readers, dump snapshots). Refused
+    connections need no room: they are closed as they are accepted. The health
+    port keeps at most a quarter of the rest; the results port gets what remains.
+    A cap is only ever lowered, never raised above its setting.
     """
-    results_backlog = max(HEALTH_BACKLOG, min(RESULTS_BACKLOG, limit // 16))
-    reserve = max(FD_RESERVE_MIN, limit // 8) + results_backlog + HEALTH_BACKLOG
+    reserve = max(FD_RESERVE_MIN, limit // 8)
     room = max(2, limit - reserve)
     health = max(1, min(health_max_connections, room // 4))
     results = max(1, min(max_connections, room - health))
-    return FdBudget(limit, reserve, results, health, results_backlog, HEALTH_BACKLOG)
+    return FdBudget(limit, reserve, results, health, LISTEN_BACKLOG, LISTEN_BACKLOG)
 
 
 class ConnectionGate:
-    """Counts one port's open connections and refuses those past its cap."""
+    """Counts one port's open connections; past its cap they are refused."""
 
     def __init__(
         self, port_name: str, cap: int, backlog: int, gauge: Gauge, refused: Counter
@@ -102,21 +100,22 @@ class ConnectionGate:
         self._gauge = gauge.labels(port=port_name)
         self._refused = refused.labels(port=port_name)
 
-    def wrap(self, factory: Any) -> Any:
-        """A protocol factory for loop.create_server: counted protocols from
-        `factory` while under the cap, a refusal past it. Counted when the
-        connection is accepted (not when it first sends), so a burst of accepts
-        cannot overshoot."""
+    @property
+    def full(self) -> bool:
+        return self.open >= self.cap
 
-        def make() -> asyncio.Protocol:
-            if self.open >= self.cap:
-                self._refused.inc()
-                return _Refusal()
-            self.open += 1
-            self._gauge.set(self.open)
-            return _Counted(factory(), self)
+    def refuse(self, conn: socket.socket) -> None:
+        """A canned 503 (a client that has sent its request can read it) and close,
+        now: the descriptor is free before the next connection is accepted."""
+        self._refused.inc()
+        with contextlib.suppress(OSError):
+            conn.send(FULL_REPLY)
+        conn.close()
 
-        return make
+    def counted(self, inner: asyncio.Protocol) -> asyncio.Protocol:
+        self.open += 1
+        self._gauge.set(self.open)
+        return _Counted(inner, self)
 
     def closed(self) -> None:
         self.open -= 1
@@ -154,38 +153,95 @@ class _Counted(asyncio.Protocol):
             self._gate.closed()
 
 
-class _Refusal(asyncio.Protocol):
-    """A connection past the cap: a 503 a client can read, then closed."""
+class _Listener:
+    """A listening socket with our own accept loop (asyncio's would accept a whole
+    backlog of connections before any could be refused, and log a traceback per
+    failed accept). Has what aiohttp asks of a server: `sockets` and `close()`."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)
-        transport.write(FULL_REPLY)
-        transport.close()
+    def __init__(
+        self, sock: socket.socket, gate: ConnectionGate, factory: Any, errors: AcceptErrorLog
+    ) -> None:
+        self.sockets = [sock]
+        self._sock = sock
+        self._gate = gate
+        self._factory = factory
+        self._errors = errors
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        for _ in range(self._gate.backlog):
+            try:
+                conn, _ = self._sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:  # EMFILE and friends: wait a second, as asyncio does
+                self._errors.failed(exc)
+                self._loop.remove_reader(self._sock.fileno())
+                self._loop.call_later(1.0, self._resume)
+                return
+            if self._gate.full:
+                self._gate.refuse(conn)
+                continue
+            conn.setblocking(False)
+            protocol = self._gate.counted(self._factory())
+            task = self._loop.create_task(self._connect(conn, protocol))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, conn: socket.socket, protocol: asyncio.Protocol) -> None:
+        try:
+            await self._loop.connect_accepted_socket(lambda: protocol, conn)
+        except Exception:
+            conn.close()
+            protocol.connection_lost(None)
+
+    def _resume(self) -> None:
+        if self._sock.fileno() != -1:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        if self._sock.fileno() != -1:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
 
 
 class LimitedTCPSite(web.TCPSite):
-    """aiohttp's TCPSite with a ConnectionGate in front of its protocol factory."""
+    """aiohttp's TCPSite listening through a _Listener with a ConnectionGate."""
 
-    __slots__ = ("_gate",)
+    __slots__ = ("_errors", "_gate")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, gate: ConnectionGate) -> None:
-        super().__init__(runner, host, port)
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        gate: ConnectionGate,
+        errors: AcceptErrorLog,
+    ) -> None:
+        super().__init__(runner, host, port, backlog=gate.backlog)
         self._gate = gate
+        self._errors = errors
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site; TCPSite.start would listen too
         server = self._runner.server
         assert server is not None
-        self._server = await asyncio.get_running_loop().create_server(
-            self._gate.wrap(server), self._host, self._port, backlog=self._backlog
+        family = socket.AF_INET6 if ":" in (self._host or "") else socket.AF_INET
+        sock = socket.create_server(
+            (self._host or "", self._port), family=family, backlog=self._backlog
         )
-        self._bound_port = self._server.sockets[0].getsockname()[1]
+        sock.setblocking(False)
+        listener = _Listener(sock, self._gate, server, self._errors)
+        self._server = listener  # type: ignore[assignment]
+        self._bound_port = sock.getsockname()[1]
 
 
 class AcceptErrorLog:
-    """A loop exception handler: asyncio reports every failed accept() with a
-    traceback (and retries a second later); this logs one line per
-    ACCEPT_LOG_EVERY_S with how many failed, and hands anything else on."""
+    """Failed accepts, logged at most once per ACCEPT_LOG_EVERY_S with how many
+    failed since the last line. Also a loop exception handler, for asyncio's own
+    servers' reports of the same thing; anything else is handed on."""
 
     def __init__(self, counter: Counter, clock: Any = time.monotonic) -> None:
         self._counter = counter
@@ -197,6 +253,9 @@ class AcceptErrorLog:
         if context.get("message") != ACCEPT_ERROR:
             loop.default_exception_handler(context)
             return
+        self.failed(context.get("exception"))
+
+    def failed(self, exc: object) -> None:
         self._counter.inc()
         self._held += 1
         now = self._clock()
@@ -204,7 +263,7 @@ class AcceptErrorLog:
             return
         log.error(
             "accept failed: out of descriptors or memory",
-            error=str(context.get("exception")),
+            error=str(exc),
             failures=self._held,
             since_s=None if self._last == float("-inf") else round(now - self._last, 1),
         )

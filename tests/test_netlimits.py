@@ -118,11 +118,11 @@ def test_idle_flood_leaves_health_and_ingest_answering(service: ServiceProcess) 
 
 
 def test_caps_fit_under_the_descriptor_limit() -> None:
-    # kept back: an eighth (at least 64) for files, plus both ports' listen backlogs
+    # kept back: an eighth of the limit (at least 64) for files
     usual = fd_budget(1024, 4096, 64)
-    assert (usual.reserve, usual.health, usual.results) == (128 + 64 + 16, 64, 1024 - 208 - 64)
+    assert (usual.reserve, usual.health, usual.results) == (128, 64, 1024 - 128 - 64)
     small = fd_budget(256, 4096, 64)
-    assert (small.reserve, small.health, small.results) == (64 + 16 + 16, 40, 120)
+    assert (small.reserve, small.health, small.results) == (64, 48, 144)
     assert fd_budget(1_048_576, 4096, 64).results == 4096  # never raised above the setting
 
 
