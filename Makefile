@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck format clean bench bench-quick bench-soak profile bench-postgres
+.PHONY: run test check lint typecheck format clean bench bench-quick bench-soak profile bench-postgres bench-data bench-query
 
 $(RUN_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,11 @@ bench-soak: $(BENCH_STAMP)  ## 5 minutes at a fixed rate, watching memory and sl
 profile: $(BENCH_STAMP)  ## py-spy samples of the service under load, grouped by hot-path stage
 	$(BIN)/python -m bench.profile $(PROFILE_ARGS)
 
+bench-data: $(BENCH_STAMP)  ## the query benchmark's data: 5 files, 700,000 results (bench-data/)
+	$(BIN)/python -m bench.query_data --dir bench-data
+
+bench-query: $(BENCH_STAMP)  ## the query API's figures on bench-data/, appended to BENCHMARKS.md
+	$(BIN)/python -m bench.query_bench --dir bench-data
 bench-postgres: $(BENCH_STAMP)  ## PostgreSQL cells: sqlite x1 vs postgres x1, x3 (needs Debian's postgresql)
 	$(BIN)/python -m bench.pg_cells $(BENCH_ARGS)
 

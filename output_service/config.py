@@ -183,6 +183,16 @@ class Config:
     dump_send_timeout_s: float = _setting(
         30.0, "drop a /dump download whose client takes no data for this long", minimum=0.001
     )
+    # The query API (/api/...)
+    max_concurrent_reads: int = _setting(
+        2, "read endpoints running at once; more wait a second, then 503", minimum=1
+    )
+    read_query_timeout_s: float = _setting(
+        10.0, "one step of a read stops after this many seconds (503)", minimum=0.001
+    )
+    node_silent_after_s: float = _setting(
+        600.0, "/api/nodes marks a node silent after this many seconds without a batch", minimum=0
+    )
 
     def validate(self) -> Config:
         """Check cross-field rules the per-field minimums cannot express."""

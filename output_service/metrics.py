@@ -263,6 +263,17 @@ class Metrics:
         self.dump_bytes = Counter(
             f"{PREFIX}_dump_bytes", "Bytes of completed /dump downloads.", registry=r
         )
+        # The query API
+        self.silent_nodes = Gauge(
+            f"{PREFIX}_silent_nodes",
+            "Nodes whose last batch is older than node_silent_after_s (refreshed every 30 s).",
+            registry=r,
+        )
+        self.reads_refused = Counter(
+            f"{PREFIX}_reads_refused",
+            "Reads answered 503: too many at once or too slow.",
+            registry=r,
+        )
 
         # Connections and descriptors (netlimits)
         self.open_connections = Gauge(

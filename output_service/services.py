@@ -16,8 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from output_service.config import Config
 from output_service.hops import HopFeedback
+from output_service.insight.silent import SilentNodes
 from output_service.metrics import Metrics
 from output_service.storage import Storage
+from output_service.storage.files import results_files
+from output_service.storage.read_gate import ReadGate
+from output_service.storage.seam import Reads
+from output_service.storage.sqlite_reads.reads import SqliteReads
 
 if TYPE_CHECKING:
     from output_service.storage.postgres.compat import PgStorage
@@ -31,6 +36,10 @@ class Services:
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
     hops: HopFeedback | None = None  # None when input_url is "" (feedback off)
+    # The query API: every read endpoint goes through read_gate (see build_reads)
+    read_gate: ReadGate | None = None
+    reads: Reads | None = None
+    silent_nodes: SilentNodes | None = None
 
     @classmethod
     def build(
@@ -51,7 +60,21 @@ class Services:
         )
         services = cls(config, metrics, storage, clock, clock(), hops)
         metrics.go_series_from(services.stats)
+        services.build_reads()
         return services
+
+    def build_reads(self) -> None:
+        """The SQLite reads over every retained file (db_dir, newest first)."""
+        cfg = self.config
+        self.read_gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
+        reads = SqliteReads(lambda: results_files(cfg.db_dir)[::-1], self.read_gate)
+        self.reads = reads
+        self.silent_nodes = SilentNodes(
+            lambda: reads.nodes(cfg.node_silent_after_s, self.clock()),
+            cfg.node_silent_after_s,
+            self.clock,
+        )
+        self.metrics.silent_nodes.set_function(self.silent_nodes.count)
 
     def stats(self) -> dict[str, Any]:
         """The `stats` object of /health and /stats: storage's, with the hop totals."""

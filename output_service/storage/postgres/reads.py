@@ -77,7 +77,7 @@ def _result(r: asyncpg.Record) -> dict[str, Any]:
         "packet_loss": r["packet_loss"],
         "avg_rtt": r["avg_rtt"],
         "timestamp": r["timestamp"],
-        "error": r["error"] or "",
+        "error": r["error"] or None,
         "node_id": r["node_id"],
         "received_at": utc_text(received_at.timestamp()),
         "traceroute": None,
@@ -94,7 +94,7 @@ async def _attach_traceroutes(conn: Any, results: dict[int, dict[str, Any]]) -> 
         results[t["id"]]["traceroute"] = {
             "method": t["method"],
             "completed": t["completed"],
-            "error": t["error"] or "",
+            "error": t["error"] or None,
             "hops": [],
         }
     if not traces:
