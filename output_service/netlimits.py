@@ -195,7 +195,8 @@ class _Listener:
             await self._loop.connect_accepted_socket(lambda: protocol, conn)
         except Exception:
             conn.close()
-            protocol.connection_lost(None)
+            with contextlib.suppress(Exception):  # aiohttp's protocol never saw it open
+                protocol.connection_lost(None)
 
     def _resume(self) -> None:
         if self._sock.fileno() != -1:
