@@ -69,6 +69,7 @@ def create_results_app(services: Services) -> web.Application:
     app.router.add_post("/rotate", admin.rotate)
     # no HEAD: it would cost a whole snapshot just to learn its length
     app.router.add_get("/dump", admin.dump, allow_head=False)
+    admin.track_downloads(app)
     app.router.add_get("/files", admin.files)
     return app
 

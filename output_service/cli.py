@@ -27,6 +27,13 @@ from output_service.app import create_health_app, create_results_app, runner_opt
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging, effective_settings
+from output_service.netlimits import (
+    AcceptErrorLog,
+    ConnectionGate,
+    LimitedTCPSite,
+    fd_budget,
+    raise_fd_limit,
+)
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS, StartupFault
 from output_service.storage.dir_lock import DirLock, DirLockedError, holder
@@ -86,6 +93,9 @@ async def serve(config: Config) -> None:
 
 async def _run(config: Config, results_sock: socket.socket, health_sock: socket.socket) -> None:
     services = Services.build(config)
+    gates = _connection_gates(config, services)
+    accept_errors = AcceptErrorLog(services.metrics.accept_errors)
+    asyncio.get_running_loop().set_exception_handler(accept_errors)
     results_runner = web.AppRunner(
         create_results_app(services), **runner_options(config, results=True)
     )
@@ -107,8 +117,8 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
         raise ConfigError("database_url", f"cannot use the database: {exc}") from None
     try:
         await health_runner.setup()
-        results_port = await _listen(results_runner, results_sock)
-        health_port = await _listen(health_runner, health_sock)
+        results_port = await _listen(results_runner, results_sock, gates[0], accept_errors)
+        health_port = await _listen(health_runner, health_sock, gates[1], accept_errors)
         stop = _stop_on_signals()  # before "listening": a SIGTERM right after it drains too
         log.info(
             "listening",
@@ -131,6 +141,32 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
         "stopped",
         total_results=services.storage.total_results,
         hops_waiting=services.hops.counts.depth if services.hops is not None else 0,
+    )
+
+
+def _connection_gates(config: Config, services: Services) -> tuple[ConnectionGate, ConnectionGate]:
+    """Raise the descriptor limit, fit both ports' connection caps under it."""
+    before, limit = raise_fd_limit()
+    budget = fd_budget(limit, config.max_connections, config.health_max_connections)
+    log.info(
+        "descriptor limit",
+        soft_before=before,
+        soft=limit,
+        reserved_for_files=budget.reserve,
+        max_connections=budget.results,
+        health_max_connections=budget.health,
+    )
+    if (budget.results, budget.health) != (config.max_connections, config.health_max_connections):
+        log.warning(
+            "connection caps lowered to fit the descriptor limit",
+            max_connections=budget.results,
+            health_max_connections=budget.health,
+            limit=limit,
+        )
+    counters = (services.metrics.open_connections, services.metrics.refused_connections)
+    return (
+        ConnectionGate("results", budget.results, budget.results_backlog, *counters),
+        ConnectionGate("health", budget.health, budget.health_backlog, *counters),
     )
 
 
@@ -159,10 +195,14 @@ def _bind(config: Config, port: int, setting: str) -> socket.socket:
     return sock
 
 
-async def _listen(runner: web.AppRunner, sock: socket.socket) -> int:
-    """Serve on a socket bound by `_bind`; returns its port."""
-    await web.SockSite(runner, sock).start()
-    return int(sock.getsockname()[1])
+async def _listen(
+    runner: web.AppRunner, sock: socket.socket, gate: ConnectionGate, errors: AcceptErrorLog
+) -> int:
+    """Serve on a socket bound by `_bind`, through the port's connection gate;
+    returns its port."""
+    host, port = sock.getsockname()[:2]
+    await LimitedTCPSite(runner, host, port, gate, errors, sock=sock).start()
+    return int(port)
 
 
 def _stop_on_signals() -> asyncio.Event:

@@ -168,6 +168,21 @@ class Config:
     pg_hop_lease_s: float = _setting(
         30.0, "a claimed hop returns to the shared outbox after this many seconds", minimum=1
     )
+    # Connections and dumps
+    max_connections: int = _setting(
+        4096,
+        "most open connections on the results port (lowered to fit the descriptor limit)",
+        minimum=1,
+    )
+    health_max_connections: int = _setting(
+        64, "most open connections on the health port, its own budget", minimum=1
+    )
+    max_concurrent_dumps: int = _setting(
+        2, "most /dump downloads at once; more get 503 (each may copy the live file)", minimum=1
+    )
+    dump_send_timeout_s: float = _setting(
+        30.0, "drop a /dump download whose client takes no data for this long", minimum=0.001
+    )
     # The query API (/api/...)
     max_concurrent_reads: int = _setting(
         2, "read endpoints running at once; more wait a second, then 503", minimum=1

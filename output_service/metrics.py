@@ -275,6 +275,21 @@ class Metrics:
             registry=r,
         )
 
+        # Connections and descriptors (netlimits)
+        self.open_connections = Gauge(
+            f"{PREFIX}_open_connections", "Open client connections, by port.", ["port"], registry=r
+        )
+        self.refused_connections = Counter(
+            f"{PREFIX}_refused_connections",
+            "Connections closed at once because their port was at its cap, by port.",
+            ["port"],
+            registry=r,
+        )
+        self.accept_errors = Counter(
+            f"{PREFIX}_accept_errors",
+            "Failed accept() calls (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
+            registry=r,
+        )
         for attribute, label_sets in KNOWN_LABELS.items():
             counter = getattr(self, attribute)
             for labels in label_sets:

@@ -83,8 +83,11 @@ _fast_decoder = msgspec.json.Decoder(list[Result] | Result)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
+# [0-9], not \d: \d also matches other scripts' digits (Arabic-Indic ones, say), which would be
+# stored as they came and break the text sort order of timestamps.
 _TIMESTAMP = re.compile(
-    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})"
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt]([0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.([0-9]{1,9}))?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _UTC_OFFSETS = frozenset(("Z", "z", "+00:00", "-00:00"))
 _MSGSPEC_PATH = re.compile(r" - at `\$(.*)`$")
@@ -109,6 +112,16 @@ class BatchValidationError(Exception):
     def __init__(self, errors: list[FieldError]) -> None:
         super().__init__(f"{len(errors)} invalid item(s)")
         self.errors = errors
+
+
+class InvalidUtf8Error(BatchValidationError):
+    """The body is not UTF-8 (RFC 8259 requires it); `offset` is the first bad byte."""
+
+    def __init__(self, offset: int, bad: bytes) -> None:
+        message = f"body is not valid UTF-8: byte 0x{bad.hex()} at offset {offset}"
+        super().__init__([FieldError(None, "", message)])
+        self.offset = offset
+        self.message = message
 
 
 class BatchLimitError(BatchValidationError):
@@ -156,7 +169,12 @@ def normalize_ip(text: str) -> str:
     `net.IP.String()` prints, so a Go client and we agree on every address. That is
     RFC 5952 compressed IPv6, and the IPv4 host for an IPv4-mapped address
     (`::ffff:192.0.2.1` -> `192.0.2.1`). Dotted-quad IPv4, the common case, is
-    checked in C."""
+    checked in C.
+
+    A zone index (`fe80::1%eth0`) is refused: it names an interface of the node
+    that sent it, not a target, and Go's net.ParseIP refuses it too."""
+    if "%" in text:
+        raise ValueError(f"a zone index is not allowed in an address: {text!r}")
     if ":" not in text:
         try:
             socket.inet_pton(socket.AF_INET, text)  # refuses leading zeros and short forms
@@ -219,8 +237,8 @@ def decode_batch(body: bytes, max_results: int) -> Batch:
         decoded = _fast_decoder.decode(body)
     except msgspec.ValidationError:
         return _decode_slow(body, max_results)
-    except msgspec.DecodeError as exc:
-        raise BatchValidationError([FieldError(None, "", f"malformed JSON: {exc}")]) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise _malformed(body, exc) from None
     results = decoded if isinstance(decoded, list) else [decoded]
     _check_count(len(results), max_results)
     errors: list[FieldError] = []
@@ -232,6 +250,18 @@ def decode_batch(body: bytes, max_results: int) -> Batch:
     if errors:
         raise BatchValidationError(errors[:MAX_REPORTED_ERRORS])
     return Batch(results, raw)
+
+
+def _malformed(body: bytes, exc: Exception) -> BatchValidationError:
+    """Why a body did not parse. Invalid UTF-8 is told apart with its byte offset
+    (msgspec only says "Invalid UTF-8"); it is looked for only once parsing failed,
+    so valid bodies pay nothing. Python's decoder is strict: overlong forms
+    (`\\xc0\\x80`), CESU-8 surrogates and code points past U+10FFFF are all refused."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return InvalidUtf8Error(bad.start, body[bad.start : bad.end])
+    return BatchValidationError([FieldError(None, "", f"malformed JSON: {exc}")])
 
 
 def _check_count(count: int, max_results: int) -> None:
@@ -259,8 +289,8 @@ def _decode_slow(body: bytes, max_results: int) -> Batch:
         data = _any_decoder.decode(body)
     except RecursionError:  # msgspec gives up on very deep nesting before we can count
         raise BatchLimitError("too_deep", f"JSON nested deeper than {MAX_DEPTH} levels") from None
-    except msgspec.DecodeError as exc:  # the fast path stopped at a type error before this
-        raise BatchValidationError([FieldError(None, "", f"malformed JSON: {exc}")]) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # the fast path stopped earlier
+        raise _malformed(body, exc) from None
     _check_depth(data)
     if data is None:  # a Go client's nil slice: an empty batch, as Go's server reads it
         return Batch([])

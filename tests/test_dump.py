@@ -4,8 +4,11 @@ and no temp file left behind, even when the client goes away halfway."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import socket
 import sqlite3
+import threading
 from pathlib import Path
 
 from output_service.config import Config
@@ -145,7 +148,9 @@ async def test_head_is_not_allowed(start_service: StartService) -> None:
     await post(running, batch(1, 1))  # the connection and the service are fine
 
 
-async def start_download(running: Running, target: str) -> asyncio.StreamWriter:
+async def start_download(
+    running: Running, target: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Begin GET `target` with a small receive buffer, read the headers and a
     little of the body, and leave the rest unread (the server is then stuck)."""
     sock = socket.socket()
@@ -158,7 +163,7 @@ async def start_download(running: Running, target: str) -> asyncio.StreamWriter:
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     await reader.readexactly(64 * 1024)
-    return writer
+    return reader, writer
 
 
 async def test_disconnected_download_leaves_no_temp_file(
@@ -167,7 +172,7 @@ async def test_disconnected_download_leaves_no_temp_file(
     make_big_file(config, 40)
     running = await start_service(clock=FakeClock())
     assert running.db_file.name == BIG_FILE
-    writer = await start_download(running, "/dump")
+    _, writer = await start_download(running, "/dump")
     assert len(temp_files(running)) == 1  # the snapshot, still being sent
     writer.transport.abort()  # the client goes away halfway
 
@@ -176,21 +181,58 @@ async def test_disconnected_download_leaves_no_temp_file(
     await post(running, batch(1, 1))  # and the service carries on
 
 
-async def test_retention_deletes_a_downloaded_file_only_after_the_download(
+async def test_retention_may_delete_a_file_being_downloaded_which_still_arrives_whole(
     start_service: StartService, config: Config
 ) -> None:
     big = make_big_file(config, 40)
+    expected = hashlib.sha256(big.read_bytes()[64 * 1024 :]).hexdigest()
+    size = big.stat().st_size
     clock = FakeClock()
     running = await start_service(clock=clock, keep_files=2)
     clock.advance(1)
     second = await rotate(running)
-    writer = await start_download(running, f"/dump?file={BIG_FILE}")
+    reader, writer = await start_download(running, f"/dump?file={BIG_FILE}")
+    assert len(temp_files(running)) == 1  # a hard link: the download holds no file of /files
     clock.advance(1)
-    third = await rotate(running)  # BIG_FILE is now beyond keep_files, but in use
-
-    listed = await (await running.results.get("/files")).json()
-    assert [f["name"] for f in listed["files"]] == [second, third]
-    assert big.exists()
-    writer.transport.abort()
+    third = await rotate(running)  # BIG_FILE is now beyond keep_files: deleted at once
     await wait_for(lambda: not big.exists())
     assert names(config.db_dir) == [second, third]
+    rest = await reader.readexactly(size - 64 * 1024)
+    assert hashlib.sha256(rest).hexdigest() == expected
+    writer.close()
+    await wait_for(lambda: temp_files(running) == [])
+
+
+async def test_dumps_past_the_limit_get_503(start_service: StartService, config: Config) -> None:
+    make_big_file(config, 40)
+    running = await start_service(clock=FakeClock(), max_concurrent_dumps=2)
+    held = [await start_download(running, "/dump") for _ in range(2)]
+    resp = await running.results.get("/dump")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"] == "5"
+    reply = await resp.json()
+    assert reply["limit"] == "too_many_dumps"
+    assert len(temp_files(running)) == 2  # at most max_concurrent_dumps copies
+    assert metric(running, "output_service_rejected_requests_total", reason="too_many_dumps") == 1
+    # the snapshots ran on the dumps' own threads, not the pool seals use
+    assert any(t.name.startswith("snapshot") for t in threading.enumerate())
+    assert (await running.results.post("/rotate")).status == 200
+    for _, writer in held:
+        writer.transport.abort()
+    await wait_for(lambda: temp_files(running) == [])
+    resp = await running.results.get("/dump")
+    assert resp.status == 200
+    await resp.read()
+
+
+async def test_a_stalled_download_is_dropped(start_service: StartService, config: Config) -> None:
+    make_big_file(config, 40)
+    running = await start_service(clock=FakeClock(), dump_send_timeout_s=0.2)
+    reader, writer = await start_download(running, "/dump")  # and then never reads again
+    await wait_for(lambda: temp_files(running) == [])
+    assert metric(running, "output_service_dumps_total", outcome="stalled") == 1
+    with contextlib.suppress(ConnectionError):
+        while await reader.read(1 << 20):  # what was in flight, then the end
+            pass
+    writer.close()
+    await post(running, batch(1, 1))

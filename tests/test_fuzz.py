@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_result
 from tests.service_process import ServiceProcess, start_service
+from tests.test_bad_text import first_bad_byte
 
 FIELDS = ["ip", "sent", "received", "packet_loss", "avg_rtt", "timestamp", "error", "traceroute"]
 
@@ -49,6 +50,48 @@ def mutated_results(draw: st.DrawFn) -> Any:
     if "traceroute" in result and isinstance(result["traceroute"], dict) and draw(st.booleans()):
         result["traceroute"]["hops"] = draw(st.lists(json_values, max_size=4))
     return draw(st.sampled_from([result, [result], [result, result]]))
+
+
+MARK = "@@not-utf8@@"
+# sequences that are never UTF-8, and random bytes (kept only if they are not)
+BROKEN = [
+    b"\xff",
+    b"\xe9",
+    b"\x80",
+    b"\xc0\x80",
+    b"\xc1\xbf",
+    b"\xe0\x80\xaf",
+    b"\xed\xa0\x80",
+    b"\xed\xbf\xbf",
+    b"\xf4\x90\x80\x80",
+    b"\xf5\x80\x80\x80",
+    b"\xe2\x82",
+    b"\xf0\x9f",
+]
+broken_bytes = st.sampled_from(BROKEN) | st.binary(min_size=1, max_size=6)
+# where in a result the broken string goes: a value, a key, an unknown field, a hop
+PLACES = ["error", "ip", "timestamp", "key", "unknown", "hop_ip", "method"]
+
+
+@st.composite
+def utf8_broken_bodies(draw: st.DrawFn) -> bytes:
+    """A real result, one of its strings carrying bytes that are not UTF-8, amid
+    valid (possibly non-ASCII) text."""
+    result: dict[str, Any] = make_result(hops=draw(st.integers(1, 3)))
+    text = draw(st.text(max_size=8)) + MARK + draw(st.text(max_size=8))
+    place = draw(st.sampled_from(PLACES))
+    if place == "key":
+        result[text] = 1
+    elif place == "unknown":
+        result["note"] = {"deep": [text]}
+    elif place == "hop_ip":
+        result["traceroute"]["hops"][0]["ip"] = text
+    elif place == "method":
+        result["traceroute"]["method"] = text
+    else:
+        result[place] = text
+    body = json.dumps(draw(st.sampled_from([result, [result]])), ensure_ascii=False).encode()
+    return body.replace(MARK.encode(), draw(broken_bytes))
 
 
 bodies = st.one_of(
@@ -120,6 +163,27 @@ def test_any_body_gets_a_4xx_never_a_5xx(
     else:
         assert 400 <= response.status < 500
         assert reply["status"] == "error" and reply["error"]
+
+
+@given(body=utf8_broken_bodies(), encoding=st.sampled_from([None, "gzip", "deflate"]))
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+def test_invalid_utf8_in_a_string_is_a_400_naming_its_offset(
+    service: ServiceProcess, body: bytes, encoding: str | None
+) -> None:
+    offset = first_bad_byte(body)
+    assume(offset >= 0)  # random bytes that happen to be UTF-8 are not the point here
+    headers = {"Content-Type": "application/json"}
+    if encoding:
+        headers["Content-Encoding"] = encoding
+    conn = http.client.HTTPConnection("127.0.0.1", service.results_port, timeout=30)
+    try:
+        conn.request("POST", "/results", body=encode(body, encoding, "compressed"), headers=headers)
+        response = conn.getresponse()
+        reply = json.loads(response.read())
+    finally:
+        conn.close()
+    assert response.status == 400, reply
+    assert reply["offset"] == offset, (reply, body)
 
 
 def test_still_up_and_stored_only_what_it_acknowledged(service: ServiceProcess) -> None:

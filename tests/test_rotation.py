@@ -9,7 +9,7 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from output_service.storage.inventory import temp_dir
-from tests.conftest import Running, StartService, make_result, wait_for
+from tests.conftest import Running, StartService, make_result, query, wait_for
 from tests.rotation_support import (
     DAY,
     FakeClock,
@@ -150,15 +150,30 @@ async def test_retention_waits_for_a_reader(start_service: StartService) -> None
     db_dir = running.services.config.db_dir
     first = running.db_file
     await post(running, batch(1, 2))
-    async with storage.dump(None) as snapshot:
+    registry = storage._registry  # a reader's hold, as /recent and /files take it
+    (entry,) = registry.entries
+    with registry.use(entry):
         second = await rotate(running)
         # retired: gone from the listing, but still on disk while it is read
         listed = await (await running.results.get("/files")).json()
         assert [f["name"] for f in listed["files"]] == [second]
         assert first.exists()
-        assert snapshot.path.exists()
     assert not first.exists()
     assert names(db_dir) == [second]
+
+
+async def test_a_dump_snapshot_does_not_hold_its_source(start_service: StartService) -> None:
+    running = await start_service(clock=FakeClock(), keep_files=1)
+    storage = running.services.storage
+    first = running.db_file
+    await post(running, batch(1, 2))
+    async with storage.dump(None) as snapshot:
+        second = await rotate(running)
+        await wait_for(lambda: not first.exists())  # retention did not wait for the dump
+        assert names(running.services.config.db_dir) == [second]
+        assert snapshot.path.exists()
+        assert query(snapshot.path, "SELECT count(*) FROM ping_results") == [(2,)]
+    assert not snapshot.path.exists()
 
 
 async def test_rotation_failure_keeps_ingest_going(

@@ -20,11 +20,34 @@ from output_service.storage import (
     UnknownFileError,
     WriterClosedError,
 )
+from output_service.storage.seam import ReadBusy
 
 SQLITE_TYPE = "application/vnd.sqlite3"
 CHUNK_BYTES = 256 * 1024
 
 log = structlog.get_logger("output_service.http")
+
+# The /dump handlers streaming now: cut when the shutdown grace ends.
+DOWNLOADS = web.AppKey("downloads", set["asyncio.Task[object]"])
+
+
+def track_downloads(app: web.Application) -> None:
+    """Register the set of running downloads and the shutdown hook that cuts them."""
+    app[DOWNLOADS] = set()
+    app.on_shutdown.append(_cut_downloads_at_deadline)
+
+
+async def _cut_downloads_at_deadline(app: web.Application) -> None:
+    """aiohttp waits the grace for handlers, then cancels a handler only through
+    its request body, which a download is not reading: it would wait the grace a
+    second time. So downloads are cancelled here, when the grace ends."""
+    downloads = app[DOWNLOADS]
+
+    def cut() -> None:
+        for task in list(downloads):
+            task.cancel()
+
+    asyncio.get_running_loop().call_later(app[SERVICES].config.shutdown_grace_s, cut)
 
 
 async def no_archive(request: web.Request) -> web.Response:
@@ -58,13 +81,24 @@ async def files(request: web.Request) -> web.Response:
 async def dump(request: web.Request) -> web.StreamResponse:
     """Stream a consistent copy of the current file, or `?file=NAME`, a retained one.
 
-    The response is sent inside the handler, while storage still holds the file
-    (and its temp snapshot, if one was made); leaving the block removes the
-    snapshot whether the download completed or the client went away.
+    Storage has released the source file once the copy exists; leaving the block
+    removes the copy, whether the download completed, the client went away, or
+    it stopped taking data for `dump_send_timeout_s` (then the connection is cut).
     """
+    task = asyncio.current_task()
+    downloads = request.app[DOWNLOADS]
+    if task is not None:
+        downloads.add(task)
+    try:
+        return await _dump(request, request.query.get("file"))
+    finally:
+        if task is not None:
+            downloads.discard(task)
+
+
+async def _dump(request: web.Request, name: str | None) -> web.StreamResponse:
     services = request.app[SERVICES]
     metrics = services.metrics
-    name = request.query.get("file")
     try:
         async with services.storage.dump(name) as snapshot:
             response = web.StreamResponse(
@@ -78,7 +112,15 @@ async def dump(request: web.Request) -> web.StreamResponse:
             response.content_length = snapshot.size
             try:
                 await response.prepare(request)
-                await _send_file(response, snapshot.path, snapshot.size)
+                await _send_file(
+                    response, snapshot.path, snapshot.size, services.config.dump_send_timeout_s
+                )
+            except TimeoutError:
+                metrics.dumps.labels(outcome="stalled").inc()
+                log.info("dump dropped: the client took no data", file=snapshot.name)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
             except (ConnectionError, asyncio.CancelledError) as exc:
                 # the client went away (aiohttp may cancel the handler for it)
                 metrics.dumps.labels(outcome="aborted").inc()
@@ -89,6 +131,14 @@ async def dump(request: web.Request) -> web.StreamResponse:
             metrics.dumps.labels(outcome="complete").inc()
             metrics.dump_bytes.inc(snapshot.size)
             return response
+    except ReadBusy as exc:
+        metrics.rejected_requests.labels(reason="too_many_dumps").inc()
+        return json_error(
+            503,
+            str(exc),
+            headers={"Retry-After": str(exc.retry_after_s)},
+            limit="too_many_dumps",
+        )
     except InvalidFileNameError as exc:
         return json_error(400, str(exc))
     except UnknownFileError as exc:
@@ -105,9 +155,10 @@ def dump_name(source: str, moment: float) -> str:
     return f"{source.removesuffix('.db')}_dump-{stamp}.db"
 
 
-async def _send_file(response: web.StreamResponse, path: Path, size: int) -> None:
+async def _send_file(response: web.StreamResponse, path: Path, size: int, stall_s: float) -> None:
     """Stream `size` bytes of `path`; reads happen on a worker thread, and each
-    write waits for the client (a slow download holds little memory)."""
+    write waits for the client (a slow download holds little memory), at most
+    `stall_s` seconds: a client that stops reading is dropped, not waited for."""
     # Opened and closed on the loop: both are quick for a local file, and no
     # cancellation (a client going away) can then fall between open and `try`.
     fh = path.open("rb")
@@ -118,7 +169,9 @@ async def _send_file(response: web.StreamResponse, path: Path, size: int) -> Non
             if not chunk:
                 raise ConnectionResetError("file ended early")
             left -= len(chunk)
-            await response.write(chunk)
-        await response.write_eof()
+            async with asyncio.timeout(stall_s):
+                await response.write(chunk)
+        async with asyncio.timeout(stall_s):
+            await response.write_eof()
     finally:
         fh.close()

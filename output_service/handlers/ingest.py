@@ -16,7 +16,12 @@ from output_service.handlers.inflate import (
 )
 from output_service.handlers.middleware import COUNT
 from output_service.metrics import Metrics
-from output_service.models import BatchLimitError, BatchValidationError, decode_batch
+from output_service.models import (
+    BatchLimitError,
+    BatchValidationError,
+    InvalidUtf8Error,
+    decode_batch,
+)
 from output_service.storage import (
     IdempotencyConflictError,
     QueueFullError,
@@ -131,6 +136,10 @@ async def post_results(request: web.Request) -> web.Response:
     except BatchLimitError as exc:
         status = 413 if exc.reason == "too_many_results" else 400
         return _reject(request, status, exc.reason, exc.errors[0].reason)
+    except InvalidUtf8Error as exc:  # the offset is in the body as inflated
+        metrics.rejected_requests.labels(reason="invalid_utf8").inc()
+        metrics.batches.labels(outcome="invalid").inc()
+        return json_error(400, exc.message, offset=exc.offset)
     except BatchValidationError as exc:
         errors = [e.to_json() for e in exc.errors]
         reason = _limit_broken(exc)

@@ -47,6 +47,8 @@ def hop_address(text: str | None, exclude_private: bool = False) -> str | None:
         return _ipv4(socket.inet_pton(socket.AF_INET, text), exclude_private, text)
     except (OSError, ValueError):  # ValueError: NUL or an unencodable character
         pass
+    if "%" in text:  # a zone index (fe80::1%eth0): Go's net.ParseIP refuses it too
+        return None
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

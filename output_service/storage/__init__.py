@@ -161,6 +161,7 @@ class Storage:
         if self._keys is not None:
             await asyncio.to_thread(self._keys.close)
             self._keys = None
+        self._catalog.dump_slots.close()
 
     # -- the durable key index (writer thread) -------------------------------
 

@@ -30,7 +30,12 @@ from output_service.storage.files import (
 )
 from output_service.storage.idempotency import IdempotencyCache
 from output_service.storage.registry import FileEntry, FileRegistry
-from output_service.storage.snapshot import backup_to, new_temp_path, result_span
+from output_service.storage.snapshot import (
+    DumpSlots,
+    link_or_copy,
+    new_temp_path,
+    result_span,
+)
 from output_service.storage.writer import StorageError
 
 log = structlog.get_logger("output_service.storage")
@@ -62,6 +67,7 @@ class Catalog:
         self._registry = registry
         # when the newest batch in the retained files arrived (set by `load`)
         self.last_received: float | None = None
+        self.dump_slots = DumpSlots(config.max_concurrent_dumps)
 
     async def load(
         self, idempotency: IdempotencyCache, keys_since: float
@@ -145,32 +151,45 @@ class Catalog:
 
     @contextlib.asynccontextmanager
     async def dump(self, name: str | None = None) -> AsyncIterator[Dump]:
-        """A file to stream for `name` (default: the current file), held so that
-        retention cannot delete it meanwhile.
+        """A file to stream for `name` (default: the current file), made so that
+        its source is released before the caller streams it.
 
-        A sealed file is served as it is. A file that is still written (or still
-        being sealed) is first copied with the online backup API into a temp
-        file, which is removed when the caller leaves the block, however it does.
+        A file that is still written (or still being sealed) is copied with the
+        online backup API into a temp file; a sealed one gets a hard link there
+        (falling back to being served in place, held, where links are refused).
+        Either way retention may delete the source during the download. The temp
+        file is removed when the caller leaves the block, however it does.
+        Raises ReadBusy past `max_concurrent_dumps`.
         """
         entry = self._registry.current if name is None else self._retained(name)
-        with self._registry.use(entry):
-            if entry.sealed:
-                yield Dump(entry.path, entry.name, entry.path.stat().st_size)
-                return
+        with self.dump_slots.slot():
             temp = new_temp_path(inventory.temp_dir(self._config.db_dir))
-            copy = asyncio.ensure_future(asyncio.to_thread(backup_to, entry.path, temp))
             try:
-                try:
-                    size = await asyncio.shield(copy)
-                except (OSError, sqlite3.Error) as exc:
-                    raise StorageError(f"snapshot failed: {exc}") from exc
+                with self._registry.use(entry):
+                    if entry.sealed:
+                        try:
+                            size = link_or_copy(entry.path, temp)
+                        except OSError:  # no hard links here: serve it as it is, held
+                            yield Dump(entry.path, entry.name, entry.path.stat().st_size)
+                            return
+                    else:
+                        size = await self._snapshot(entry.path, temp)
                 yield Dump(temp, entry.name, size)
             finally:
-                if not copy.done():  # cancelled while copying: let the thread finish first
-                    await asyncio.wait([copy])
-                    if not copy.cancelled():
-                        copy.exception()  # retrieved, so asyncio does not log it
                 temp.unlink(missing_ok=True)
+
+    async def _snapshot(self, source: Path, temp: Path) -> int:
+        copy = self.dump_slots.snapshot(source, temp)
+        try:
+            return await asyncio.shield(copy)
+        except (OSError, sqlite3.Error) as exc:
+            raise StorageError(f"snapshot failed: {exc}") from exc
+        finally:
+            if not copy.done():  # cancelled while copying: stop the thread, let it finish
+                self.dump_slots.interrupt(temp)
+                await asyncio.wait([copy])
+                if not copy.cancelled():
+                    copy.exception()  # retrieved, so asyncio does not log it
 
     def _retained(self, name: str) -> FileEntry:
         if not RESULTS_FILE.fullmatch(name):
