@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -20,6 +20,7 @@ from output_service.app import create_health_app, create_results_app, runner_opt
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
 from output_service.logs import configure_logging
+from output_service.sdnotify import Notifier
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS
 
@@ -71,7 +72,11 @@ async def serve(config: Config) -> None:
             current_db_file=services.storage.current_file.name,
         )
         log_auth_mode(config)
-        await _until_signalled()
+        # systemd (Type=notify): READY=1 now both ports listen and storage is open
+        notifier = Notifier.from_environ(os.environ)
+        async with notifier.watching():
+            status = f"results :{results_port}, health :{health_port}"
+            await _until_signalled(lambda: notifier.ready(status))
         log.info("shutting down", grace_s=config.shutdown_grace_s)
     finally:
         await health_runner.cleanup()
@@ -88,11 +93,13 @@ async def _listen(runner: web.AppRunner, host: str, port: int, setting: str) -> 
     return int(runner.addresses[0][1])
 
 
-async def _until_signalled() -> None:
+async def _until_signalled(then: Callable[[], object] = lambda: None) -> None:
+    """Wait for SIGTERM or SIGINT; `then` runs once the handlers are in place."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    then()
     try:
         await stop.wait()
     finally:

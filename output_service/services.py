@@ -38,6 +38,7 @@ class Services:
         clock: Callable[[], float] = time.time,
     ) -> Services:
         metrics = Metrics(registry)
+        metrics.watch_disk(config.db_dir)
         hops = HopFeedback(config, metrics, clock) if config.input_url else None
         storage = Storage(
             config, metrics, clock, before_commit=hops.before_commit if hops else None
