@@ -19,16 +19,22 @@ from output_service import __version__
 from output_service.app import create_health_app, create_results_app, runner_options
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
-from output_service.logs import configure_logging
+from output_service.logs import configure_logging, effective_settings
 from output_service.sdnotify import Notifier
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS
+from output_service.storage.postgres import StoreOpenError
 
 log = structlog.get_logger("output_service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `output-service` and `python -m output_service`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ship"]:  # load results files into PostgreSQL
+        from output_service.tools import ship
+
+        return ship.main(args[1:])
     try:
         config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
@@ -58,6 +64,9 @@ async def serve(config: Config) -> None:
         raise ConfigError(
             "db_dir", f"cannot open a results file in {config.db_dir}: {exc}"
         ) from None
+    except StoreOpenError as exc:
+        # the message never holds the password (storage.postgres.connection.describe)
+        raise ConfigError("database_url", f"cannot use the database: {exc}") from None
     try:
         await health_runner.setup()
         results_port = await _listen(results_runner, config.host, config.port, "port")
@@ -70,6 +79,8 @@ async def serve(config: Config) -> None:
             health_port=health_port,
             db_dir=str(config.db_dir),
             current_db_file=services.storage.current_file.name,
+            hop_loop=services.hops is not None,
+            settings=effective_settings(config),
         )
         log_auth_mode(config)
         # systemd (Type=notify): READY=1 now both ports listen and storage is open
@@ -81,7 +92,11 @@ async def serve(config: Config) -> None:
     finally:
         await health_runner.cleanup()
         await results_runner.cleanup()
-    log.info("stopped", total_results=services.storage.total_results)
+    log.info(
+        "stopped",
+        total_results=services.storage.total_results,
+        hops_waiting=services.hops.counts.depth if services.hops is not None else 0,
+    )
 
 
 async def _listen(runner: web.AppRunner, host: str, port: int, setting: str) -> int:

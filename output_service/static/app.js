@@ -141,8 +141,8 @@ function nodesTable(nodes) {
   return el("table", { id: "nodes" },
     el("tr", {}, ["node", "state", "last seen", "batches", "results", "failed", "from"].map((h, i) =>
       el("th", { class: i >= 3 && i <= 5 ? "num" : null, text: h }))),
-    silentFirst.map((n) => el("tr", { class: n.silent ? "silent" : null, "data-node": n.node ?? "" },
-      el("td", { text: n.node ?? "(no X-Node-ID)" }),
+    silentFirst.map((n) => el("tr", { class: n.silent ? "silent" : null, "data-node": n.node_id ?? "" },
+      el("td", { text: n.node_id ?? "(no X-Node-ID)" }),
       el("td", {}, el("span", { class: n.silent ? "badge silent" : "badge live", text: n.silent ? "silent" : "sending" })),
       el("td", { text: ago(n.last_seen) }),
       el("td", { class: "num", text: num(n.batches) }),
@@ -279,7 +279,7 @@ function smokeChart(series, start, end, changes) {
   for (let i = 0; i <= 6; i += 1) {
     const t = start + ((end - start) * i) / 6;
     const d = new Date(t);
-    const label = end - start > 2 * 86400 ? d.toISOString().slice(5, 10) : d.toISOString().slice(11, 16);
+    const label = end - start > 2 * 86400 * 1000 ? d.toISOString().slice(5, 10) : d.toISOString().slice(11, 16);
     axis.append(svg("text", { x: x(t), y: H - 8, "text-anchor": "middle" }, label));
   }
   chart.append(grid, axis);
