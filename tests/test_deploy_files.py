@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import yaml
 
-from output_service.config import Config
 from tests.exercised_service import exercised_service, metric_sample_names, scrape
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
@@ -137,13 +136,9 @@ def live_names(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
 
 
 def test_every_metric_in_dashboards_and_alerts_is_exported(live_names: set[str]) -> None:
-    pending: dict[str, str] = {}
-    if "node_silent_after_s" not in Config.__dataclass_fields__:
-        # exported by the query API (issue Insight) once it lands
-        pending["output_service_silent_nodes"] = "the query API"
     missing = {
         name: sorted(where)
         for name, where in used_metric_names().items()
-        if name not in live_names and name not in PROMETHEUS_MADE and name not in pending
+        if name not in live_names and name not in PROMETHEUS_MADE
     }
     assert missing == {}
