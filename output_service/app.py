@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from output_service.config import Config
-from output_service.handlers import admin, api, health, ingest, openapi
+from output_service.handlers import admin, api, health, ingest, openapi, page
 from output_service.handlers.auth import auth_middleware
 from output_service.handlers.common import SERVICES
 from output_service.handlers.middleware import request_summary
@@ -83,6 +83,7 @@ def create_health_app(services: Services) -> web.Application:
     app.router.add_get("/stats", health.stats)
     app.router.add_get("/recent", health.recent)
     api.add_routes(app)
+    page.add_routes(app)  # the status page: /, /static/{name}, /api/status
     return app
 
 

@@ -34,6 +34,7 @@ from output_service.netlimits import (
     fd_budget,
     raise_fd_limit,
 )
+from output_service.sdnotify import Notifier
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS, StartupFault
 from output_service.storage.dir_lock import DirLock, DirLockedError, holder
@@ -132,7 +133,12 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
             settings=effective_settings(config),
         )
         log_auth_mode(config)
-        await _until_signalled(stop)
+        # systemd (Type=notify): READY=1 now both ports listen, storage is open and
+        # the signal handlers are in place (a SIGTERM right after it drains too)
+        notifier = Notifier.from_environ(os.environ)
+        async with notifier.watching():
+            notifier.ready(f"results :{results_port}, health :{health_port}")
+            await _until_signalled(stop)
         log.info("shutting down", grace_s=config.shutdown_grace_s)
     finally:
         await health_runner.cleanup()

@@ -7,7 +7,10 @@ Prometheus conventions: counters end in `_total`, units are in the name.
 
 from __future__ import annotations
 
+import math
+import shutil
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -290,6 +293,21 @@ class Metrics:
             "Failed accept() calls (EMFILE, ENFILE, ENOBUFS, ENOMEM).",
             registry=r,
         )
+        # What the alert rules (deploy/prometheus/alerts.yml) need besides the above
+        self.ready = Gauge(
+            f"{PREFIX}_ready",
+            "1 when /ready would answer 200, else 0 (checked at each scrape).",
+            registry=r,
+        )
+        self.disk_free_bytes = Gauge(
+            f"{PREFIX}_disk_free_bytes",
+            "Bytes available to the service on the filesystem of db_dir.",
+            registry=r,
+        )
+        self.disk_size_bytes = Gauge(
+            f"{PREFIX}_disk_size_bytes", "Size of the filesystem of db_dir.", registry=r
+        )
+
         for attribute, label_sets in KNOWN_LABELS.items():
             counter = getattr(self, attribute)
             for labels in label_sets:
@@ -306,6 +324,19 @@ class Metrics:
     def queue_depth_fn(self, read: Callable[[], int]) -> None:
         """Report the writer's queue depth at scrape time rather than on every change."""
         self.queue_depth.set_function(read)
+
+    def watch_disk(self, db_dir: Path) -> None:
+        """Report the space left where the results files live, read at scrape time
+        (one statvfs call); NaN while db_dir does not exist."""
+
+        def usage(field: str) -> float:
+            try:
+                return float(getattr(shutil.disk_usage(db_dir), field))
+            except OSError:
+                return math.nan
+
+        self.disk_free_bytes.set_function(lambda: usage("free"))
+        self.disk_size_bytes.set_function(lambda: usage("total"))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -50,6 +50,7 @@ class Services:
         clock: Callable[[], float] = time.time,
     ) -> Services:
         metrics = Metrics(registry)
+        metrics.watch_disk(config.db_dir)
         if config.storage == "postgres":
             # the hop loop lives in the shared database (outbox rows in the results'
             # transaction, a sender per instance): no state.db, no HopFeedback

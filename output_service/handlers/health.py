@@ -58,7 +58,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[SERVICES].metrics.exposition()
+    services = request.app[SERVICES]
+    services.metrics.ready.set(1 if await services.storage.ready() else 0)
+    body = services.metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
