@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from output_service.config import Config
-from output_service.handlers import admin, health, ingest, openapi
+from output_service.handlers import admin, api, health, ingest, openapi
 from output_service.handlers.auth import auth_middleware
 from output_service.handlers.common import SERVICES
 from output_service.handlers.middleware import request_summary
@@ -61,6 +61,11 @@ def create_results_app(services: Services) -> web.Application:
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(_hop_sender_lifecycle)
     app.router.add_post("/results", ingest.post_results)
+    if getattr(services.storage, "archive", True) is None:  # no files on this backend
+        app.router.add_post("/rotate", admin.no_archive)
+        app.router.add_get("/dump", admin.no_archive, allow_head=False)
+        app.router.add_get("/files", admin.no_archive)
+        return app
     app.router.add_post("/rotate", admin.rotate)
     # no HEAD: it would cost a whole snapshot just to learn its length
     app.router.add_get("/dump", admin.dump, allow_head=False)
@@ -76,6 +81,7 @@ def create_health_app(services: Services) -> web.Application:
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/stats", health.stats)
     app.router.add_get("/recent", health.recent)
+    api.add_routes(app)
     return app
 
 

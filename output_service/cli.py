@@ -26,16 +26,26 @@ from output_service import __version__
 from output_service.app import create_health_app, create_results_app, runner_options
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
-from output_service.logs import configure_logging
+from output_service.logs import configure_logging, effective_settings
 from output_service.services import Services
 from output_service.storage import OPEN_ERRORS, StartupFault
 from output_service.storage.dir_lock import DirLock, DirLockedError, holder
+from output_service.storage.postgres import StoreOpenError
 
 log = structlog.get_logger("output_service")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `output-service` and `python -m output_service`."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ship"]:  # load results files into PostgreSQL
+        from output_service.tools import ship
+
+        return ship.main(args[1:])
+    if args[:1] and args[0] in ("check", "export", "post"):  # file tools
+        from output_service.tools import files
+
+        return files.run(args)
     try:
         config = load_config(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:
@@ -92,6 +102,9 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
         raise ConfigError(
             "db_dir", f"cannot open a results file in {config.db_dir}: {exc}"
         ) from None
+    except StoreOpenError as exc:
+        # the message never holds the password (storage.postgres.connection.describe)
+        raise ConfigError("database_url", f"cannot use the database: {exc}") from None
     try:
         await health_runner.setup()
         results_port = await _listen(results_runner, results_sock)
@@ -105,6 +118,8 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
             health_port=health_port,
             db_dir=str(config.db_dir),
             current_db_file=services.storage.current_file.name,
+            hop_loop=services.hops is not None,
+            settings=effective_settings(config),
         )
         log_auth_mode(config)
         await _until_signalled(stop)
@@ -112,7 +127,11 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
     finally:
         await health_runner.cleanup()
         await results_runner.cleanup()
-    log.info("stopped", total_results=services.storage.total_results)
+    log.info(
+        "stopped",
+        total_results=services.storage.total_results,
+        hops_waiting=services.hops.counts.depth if services.hops is not None else 0,
+    )
 
 
 def _bind(config: Config, port: int, setting: str) -> socket.socket:

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from output_service import __version__
 
 ENV_PREFIX = "OUTPUT_SERVICE_"
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+STORAGE_BACKENDS = ("sqlite", "postgres")
 
 
 class ConfigError(Exception):
@@ -35,14 +37,23 @@ def _setting(
     help: str,
     *,
     minimum: float | None = None,
+    positive: bool = False,
     short: str = "",
     secret: bool = False,
 ) -> Any:
     # A secret (a token) is left out of repr(), so logging a Config never shows it.
+    # `positive`: any value above 0 (a limit people read as "more than zero", not a
+    # tiny inclusive minimum that would print as 1e-07).
     return field(
         default=default,
         repr=not secret,
-        metadata={"help": help, "minimum": minimum, "short": short},
+        metadata={
+            "help": help,
+            "minimum": minimum,
+            "positive": positive,
+            "short": short,
+            "secret": secret,
+        },
     )
 
 
@@ -60,15 +71,15 @@ class Config:
     )
     db_dir: Path = _setting(Path("./output_data"), "directory of the SQLite files")
     max_size_mb: float = _setting(
-        100.0, "rotate when main file + WAL exceed this many MB", minimum=0.001
+        100.0, "rotate when main file + WAL exceed this many MB", positive=True
     )
     rotation_days: float = _setting(
-        7.0, "rotate when the current file is this many days old", minimum=0.0000001
+        7.0, "rotate when the current file is this many days old", positive=True
     )
     keep_files: int = _setting(5, "number of results files to keep", minimum=1)
     verbose: bool = _setting(False, "debug logging", short="-v")
     max_body_mb: float = _setting(
-        10.0, "largest accepted request body (after gzip) in MB", minimum=0.001
+        10.0, "largest accepted request body (after gzip) in MB", positive=True
     )
     max_batch_results: int = _setting(10000, "most results in one POST /results", minimum=1)
     synchronous: str = _setting("FULL", "SQLite synchronous mode: FULL survives power loss")
@@ -95,7 +106,7 @@ class Config:
     )
     hops_batch_size: int = _setting(500, "most hops in one POST to the input service", minimum=1)
     hops_flush_interval_s: float = _setting(
-        1.0, "send waiting hops at least this often (a full batch goes at once)", minimum=0.001
+        1.0, "send waiting hops at least this often (a full batch goes at once)", positive=True
     )
     hops_cache_size: int = _setting(
         100_000,
@@ -110,7 +121,7 @@ class Config:
     )
     hops_backoff_max_s: float = _setting(60.0, "longest retry delay after a failed send", minimum=0)
     hops_send_timeout_s: float = _setting(
-        10.0, "timeout of one POST to the input service", minimum=0.001
+        10.0, "timeout of one POST to the input service", positive=True
     )
     hops_final_flush_s: float = _setting(
         2.0, "on shutdown, try this long to send what is waiting", minimum=0
@@ -124,11 +135,48 @@ class Config:
     ingest_token: str = _setting(
         "", "comma-separated tokens for POST /results; empty: ingest is open", secret=True
     )
+    read_token: str = _setting(
+        "",
+        "comma-separated tokens for the health port's stored data (/stats /recent ...);"
+        " empty: open. /health /ready /metrics stay open",
+        secret=True,
+    )
     read_timeout_s: float = _setting(
-        30.0, "a request body must arrive within this many seconds (else 408)", minimum=0.001
+        30.0, "a request body must arrive within this many seconds (else 408)", positive=True
     )
     keepalive_timeout_s: float = _setting(
-        75.0, "close connections idle (or sending headers) for this many seconds", minimum=0.001
+        75.0, "close connections idle (or sending headers) for this many seconds", positive=True
+    )
+
+    # Storage backend. PostgreSQL: many instances on one database (README "Scaling out").
+    storage: str = _setting("sqlite", 'where results go: "sqlite" (files in db_dir) or "postgres"')
+    database_url: str = _setting(
+        "", "PostgreSQL URL when storage is postgres (postgresql://user:pass@host/db)", secret=True
+    )
+    pg_pool_size: int = _setting(
+        8, "most PostgreSQL connections of one instance (two writers, sender, reads)", minimum=4
+    )
+    pg_partition_days: float = _setting(
+        1.0, "width of one results partition in days (PostgreSQL)", minimum=0.01
+    )
+    pg_partitions_ahead: int = _setting(
+        2, "partitions created ahead of the current one (PostgreSQL)", minimum=1
+    )
+    retention_days: float = _setting(
+        30.0, "PostgreSQL: drop result partitions older than this many days", minimum=0.01
+    )
+    pg_hop_lease_s: float = _setting(
+        30.0, "a claimed hop returns to the shared outbox after this many seconds", minimum=1
+    )
+    # The query API (/api/...)
+    max_concurrent_reads: int = _setting(
+        2, "read endpoints running at once; more wait a second, then 503", minimum=1
+    )
+    read_query_timeout_s: float = _setting(
+        10.0, "one step of a read stops after this many seconds (503)", minimum=0.001
+    )
+    node_silent_after_s: float = _setting(
+        600.0, "/api/nodes marks a node silent after this many seconds without a batch", minimum=0
     )
 
     def validate(self) -> Config:
@@ -136,22 +184,38 @@ class Config:
         for f in dataclasses.fields(self):
             minimum = f.metadata["minimum"]
             value = getattr(self, f.name)
+            if isinstance(value, float) and value != value:
+                raise ConfigError(f.name, "must be a number, got nan")
             if minimum is not None and value < minimum:
-                raise ConfigError(f.name, f"must be >= {minimum}, got {value}")
+                raise ConfigError(f.name, f"must be at least {minimum:g}, got {value:g}")
+            if f.metadata["positive"] and not value > 0:
+                raise ConfigError(f.name, f"must be greater than 0, got {value:g}")
         for name in ("port", "health_port"):
             if getattr(self, name) > 65535:
-                raise ConfigError(name, f"must be <= 65535, got {getattr(self, name)}")
+                raise ConfigError(name, f"must be at most 65535, got {getattr(self, name)}")
         if self.port == self.health_port and self.port != 0:
             raise ConfigError("health_port", "must differ from port")
         if self.synchronous not in SYNCHRONOUS_MODES:
             raise ConfigError("synchronous", f"must be one of {', '.join(SYNCHRONOUS_MODES)}")
         if self.hops_backoff_max_s < self.hops_backoff_base_s:
-            raise ConfigError("hops_backoff_max_s", "must be >= hops_backoff_base_s")
+            raise ConfigError("hops_backoff_max_s", "must be at least hops_backoff_base_s")
         if self.input_url and not self.input_url.startswith(("http://", "https://")):
             raise ConfigError(
                 "input_url", f"must be an http(s) URL or empty, got {self.input_url!r}"
             )
+        self._validate_storage()
         return self
+
+    def _validate_storage(self) -> None:
+        if self.storage not in STORAGE_BACKENDS:
+            raise ConfigError("storage", f"must be one of {', '.join(STORAGE_BACKENDS)}")
+        if self.storage == "postgres" and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            # the value itself is never shown: it may hold a password
+            raise ConfigError(
+                "database_url", "must be a postgresql:// URL when storage is postgres"
+            )
 
 
 def _fields() -> dict[str, dataclasses.Field[Any]]:
@@ -184,6 +248,8 @@ def _coerce(name: str, raw: Any, *, from_text: bool) -> Any:
             return Path(raw)
         if not from_text and not isinstance(raw, str):
             raise ValueError
+        if name == "storage":
+            return str(raw).strip().lower()
         return str(raw).upper() if name == "synchronous" else str(raw)
     except ValueError:
         kind = type(default).__name__ if not isinstance(default, Path) else "path"
@@ -202,17 +268,64 @@ def _read_toml(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(key, f"unknown key in {path}")
+            raise ConfigError(key, f"unknown key in {path} ({closest_setting(key)})")
         out[key] = _coerce(key, value, from_text=False)
     return out
 
 
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True}
+_BOOL_WORDS.update({"0": False, "false": False, "no": False, "off": False})
+
+USAGE_EPILOG = """\
+Every setting can also come from a TOML file (--config PATH, or the
+OUTPUT_SERVICE_CONFIG environment variable) and from an environment variable
+named OUTPUT_SERVICE_ plus the setting in capitals (OUTPUT_SERVICE_KEEP_FILES=10).
+Later sources win: defaults < config file < environment < command line.
+Boolean flags take --flag, --flag=true|false or --no-flag. An unknown TOML key or
+OUTPUT_SERVICE_ variable is refused, naming the closest setting.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that answers a mistake with one line, not the whole usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+class _BoolFlag(argparse.Action):
+    """`--flag`, `--flag=true|false` (or yes/no, on/off, 1/0) and `--no-flag`, so the
+    command line can turn off a `true` from the config file."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        negatives = [f"--no-{o[2:]}" for o in option_strings if o.startswith("--")]
+        super().__init__([*option_strings, *negatives], dest, nargs="?", metavar="BOOL", **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        negative = bool(option_string and option_string.startswith("--no-"))
+        if values is None:
+            setattr(namespace, self.dest, not negative)
+            return
+        word = _BOOL_WORDS.get(str(values).strip().lower())
+        if negative or word is None:
+            parser.error(f"argument {option_string}: expected true or false, got {values!r}")
+        setattr(namespace, self.dest, word)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags mirror the Go service (`--port 8081`, `--port=8081`, `-v`)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="output-service",
         description="Receive ping/traceroute results, store them in rotating SQLite files, "
         "and feed discovered hops back to the input service.",
+        epilog=USAGE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config", help="TOML file with settings (env OUTPUT_SERVICE_CONFIG)")
@@ -220,12 +333,40 @@ def build_parser() -> argparse.ArgumentParser:
     for name, f in _fields().items():
         flag = "--" + name.replace("_", "-")
         names = [f.metadata["short"], flag] if f.metadata["short"] else [flag]
-        help_text = f"{f.metadata['help']} (default: {f.default})"
+        default = "" if f.metadata["secret"] else f" (default: {f.default})"
+        help_text = f"{f.metadata['help']}{default} [env {ENV_PREFIX}{name.upper()}]"
         if isinstance(f.default, bool):
-            parser.add_argument(*names, dest=name, action="store_true", help=help_text)
+            parser.add_argument(*names, dest=name, action=_BoolFlag, help=help_text)
         else:
             parser.add_argument(*names, dest=name, metavar=name.upper(), help=help_text)
     return parser
+
+
+def closest_setting(name: str) -> str:
+    """` (did you mean keep_files?)` for a near miss, else a pointer to the list."""
+    known = [*_fields(), "config"]
+    folded = name.lower().replace("-", "_")
+    matches = difflib.get_close_matches(folded, known, n=1, cutoff=0.6)
+    if not matches:  # KEEPFILES -> keep_files: compare without the underscores too
+        bare = {k.replace("_", ""): k for k in known}
+        matches = [bare[m] for m in difflib.get_close_matches(folded, list(bare), n=1)]
+    if matches:
+        return f"did you mean {matches[0]}?"
+    return "see output-service --help for the settings"
+
+
+def _env_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """Every OUTPUT_SERVICE_* variable as a setting name; an unknown one is refused."""
+    known = _fields()
+    out: dict[str, str] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in known:
+            raise ConfigError(key, f"no such setting ({closest_setting(name)})")
+        out[name] = value
+    return out
 
 
 def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
@@ -235,10 +376,8 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     config_path = flags.pop("config", None) or environ.get(ENV_PREFIX + "CONFIG")
     if config_path:
         values.update(_read_toml(Path(config_path)))
-    for name in _fields():
-        env_value = environ.get(ENV_PREFIX + name.upper())
-        if env_value is not None:
-            values[name] = _coerce(name, env_value, from_text=True)
+    for name, env_value in _env_settings(environ).items():
+        values[name] = _coerce(name, env_value, from_text=True)
     for name, raw in flags.items():
         values[name] = raw if isinstance(raw, bool) else _coerce(name, raw, from_text=True)
     return Config(**values).validate()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 import structlog
+
+from output_service.config import Config
 
 
 def configure_logging(verbose: bool, stream: TextIO | None = None) -> None:
@@ -29,3 +33,19 @@ def configure_logging(verbose: bool, stream: TextIO | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
+
+
+def effective_settings(config: Config) -> dict[str, Any]:
+    """Every setting as the service runs with it, for the start-up line: what an
+    operator needs to tell why it behaves as it does. A token shows only how many
+    are set (`"2 set"`), never its text."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.metadata.get("secret"):
+            count = len([t for t in str(value).split(",") if t.strip()])
+            value = f"{count} set" if count else ""
+        elif isinstance(value, Path):
+            value = str(value)
+        out[f.name] = value
+    return out

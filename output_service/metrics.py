@@ -7,7 +7,8 @@ Prometheus conventions: counters end in `_total`, units are in the name.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -19,10 +20,106 @@ from prometheus_client import (
     platform_collector,
     process_collector,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 PREFIX = "output_service"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+# Every label value a labelled counter can take, so each series exists (at 0) from
+# the first scrape: an alert on `rate(x[5m]) > 0` or `increase(...)` sees data at
+# once instead of nothing until the first event.
+KNOWN_LABELS: dict[str, list[dict[str, str]]] = {
+    "storage_errors": [{"kind": k} for k in ("disk_full", "io")],
+    "rotations": [{"reason": r} for r in ("size", "age", "manual")],
+    "auth_refusals": [
+        {"scope": scope, "reason": reason}
+        for scope in ("ingest", "admin", "read")
+        for reason in ("missing", "wrong", "not_loopback")
+        if reason != "not_loopback" or scope == "admin"
+    ],
+    "rejected_requests": [
+        {"reason": r}
+        for r in (
+            "body_too_large",
+            "inflated_too_large",
+            "read_timeout",
+            "too_many_results",
+            "too_deep",
+            "too_many_hops",
+            "string_too_long",
+            "unsupported_encoding",
+            "bad_encoding",
+        )
+    ],
+    "dumps": [{"outcome": o} for o in ("complete", "aborted")],
+    "batches": [
+        {"outcome": o}
+        for o in (
+            "ok",
+            "duplicate",
+            "invalid",
+            "unsupported_media_type",
+            "queue_full",
+            "shutting_down",
+            "storage_error",
+            "idempotency_conflict",
+        )
+    ],
+    "hop_send_attempts": [
+        {"outcome": o}
+        for o in (
+            "ok",
+            "rate_limited",
+            "refused",
+            "server_error",
+            "unexpected_status",
+            "timeout",
+            "connection_error",
+            "state_error",
+        )
+    ],
+}
+
+# The Go service's own series, by its exact names (its README shows
+# `output_service_total_results 15420`): the `stats` object of /health, read at
+# scrape time. prometheus_client appends `_total` to a Counter's name, so these are
+# gauges; the conventional counters (`output_service_results_received_total`, ...)
+# are there too, for rate() and new dashboards.
+GO_SERIES = {
+    "total_results": "Total number of results processed (as the Go service's /stats).",
+    "successful_pings": "Total successful pings (as the Go service's /stats).",
+    "failed_pings": "Total failed pings (as the Go service's /stats).",
+    "hops_discovered": "Hops discovered (as the Go service's /stats).",
+    "hops_sent": "Hops sent to the input service (as the Go service's /stats).",
+}
+
+
+class GoStatsCollector(Collector):
+    """The Go-named series, computed from the stats at each scrape.
+
+    `describe` is empty on purpose: `output_service_hops_discovered` (a gauge here)
+    shares its stem with the `output_service_hops_discovered_total` counter, which
+    the registry's duplicate check would refuse although the exposed names differ.
+    """
+
+    def __init__(self, read_stats: Callable[[], Mapping[str, Any]]) -> None:
+        self._read_stats = read_stats
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stats = self._read_stats()
+        except Exception:  # storage not open yet (or closed): no samples, never a failed scrape
+            return
+        for name, documentation in GO_SERIES.items():
+            value = stats.get(name)
+            family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation)
+            family.add_metric([], float(value) if isinstance(value, int | float) else 0.0)
+            yield family
 
 
 class Metrics:
@@ -166,6 +263,26 @@ class Metrics:
         self.dump_bytes = Counter(
             f"{PREFIX}_dump_bytes", "Bytes of completed /dump downloads.", registry=r
         )
+        # The query API
+        self.silent_nodes = Gauge(
+            f"{PREFIX}_silent_nodes",
+            "Nodes whose last batch is older than node_silent_after_s (refreshed every 30 s).",
+            registry=r,
+        )
+        self.reads_refused = Counter(
+            f"{PREFIX}_reads_refused",
+            "Reads answered 503: too many at once or too slow.",
+            registry=r,
+        )
+
+        for attribute, label_sets in KNOWN_LABELS.items():
+            counter = getattr(self, attribute)
+            for labels in label_sets:
+                counter.labels(**labels)
+
+    def go_series_from(self, read_stats: Callable[[], Mapping[str, Any]]) -> None:
+        """Expose the Go service's series names, read from `read_stats` at scrape time."""
+        self.registry.register(GoStatsCollector(read_stats))
 
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_duration.observe(seconds)

@@ -15,6 +15,7 @@ unknown fields and names every bad item and field.
 
 from __future__ import annotations
 
+import copy
 import ipaddress
 import re
 import socket
@@ -151,8 +152,11 @@ def normalize_timestamp(text: str) -> str:
 
 
 def normalize_ip(text: str) -> str:
-    """Validate an IPv4/IPv6 address and return its canonical form (Python's, which
-    compresses IPv6). Dotted-quad IPv4, the common case, is checked in C."""
+    """Validate an IPv4/IPv6 address and return its canonical form: the one Go's
+    `net.IP.String()` prints, so a Go client and we agree on every address. That is
+    RFC 5952 compressed IPv6, and the IPv4 host for an IPv4-mapped address
+    (`::ffff:192.0.2.1` -> `192.0.2.1`). Dotted-quad IPv4, the common case, is
+    checked in C."""
     if ":" not in text:
         try:
             socket.inet_pton(socket.AF_INET, text)  # refuses leading zeros and short forms
@@ -160,21 +164,53 @@ def normalize_ip(text: str) -> str:
         except (OSError, ValueError):
             pass
     try:
-        return str(ipaddress.ip_address(text))
+        address = ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"not an IPv4 or IPv6 address: {text!r}") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
 
 
-def _finish(index: int, result: Result, errors: list[FieldError]) -> None:
-    """Checks msgspec cannot express, and the normal forms we store."""
+def canonical_hop_ip(text: str | None) -> str | None:
+    """A hop address in the same canonical form as a target's. Hop text is not
+    validated (a node may send anything for a hop it could not name), so text that
+    is no address is kept as sent; dotted IPv4 is already canonical when it parses."""
+    if not text or ":" not in text:
+        return text
     try:
-        result.ip = normalize_ip(result.ip)
-    except ValueError as exc:
-        errors.append(FieldError(index, "ip", str(exc)))
-    try:
-        result.timestamp = normalize_timestamp(result.timestamp)
-    except ValueError as exc:
-        errors.append(FieldError(index, "timestamp", str(exc)))
+        return normalize_ip(text)
+    except ValueError:
+        return text
+
+
+def _finish(
+    index: int, result: Result, errors: list[FieldError], skip: frozenset[str] = frozenset()
+) -> None:
+    """Checks msgspec cannot express, and the normal forms we store. `skip` names
+    fields already reported (their value is a stand-in)."""
+    if "ip" not in skip:
+        try:
+            result.ip = normalize_ip(result.ip)
+        except ValueError as exc:
+            errors.append(FieldError(index, "ip", str(exc)))
+    if "timestamp" not in skip:
+        try:
+            result.timestamp = normalize_timestamp(result.timestamp)
+        except ValueError as exc:
+            errors.append(FieldError(index, "timestamp", str(exc)))
+    trace = result.traceroute
+    if trace is not None and trace.hops:
+        for hop in trace.hops:
+            if hop.ip and ":" in hop.ip:
+                hop.ip = canonical_hop_ip(hop.ip)
+
+
+def _hops_null(result: Result) -> bool:
+    """A traceroute sent with `"hops": null` (a Go nil slice): kept in `raw` so a
+    read gives back null rather than []."""
+    trace = result.traceroute
+    return trace is not None and trace.hops is None
 
 
 def decode_batch(body: bytes, max_results: int) -> Batch:
@@ -188,11 +224,14 @@ def decode_batch(body: bytes, max_results: int) -> Batch:
     results = decoded if isinstance(decoded, list) else [decoded]
     _check_count(len(results), max_results)
     errors: list[FieldError] = []
+    raw: dict[int, bytes] = {}
     for index, result in enumerate(results):
+        if _hops_null(result):
+            raw[index] = _encoder.encode(result)  # before _finish: the values as sent
         _finish(index, result, errors)
     if errors:
         raise BatchValidationError(errors[:MAX_REPORTED_ERRORS])
-    return Batch(results)
+    return Batch(results, raw)
 
 
 def _check_count(count: int, max_results: int) -> None:
@@ -223,6 +262,8 @@ def _decode_slow(body: bytes, max_results: int) -> Batch:
     except msgspec.DecodeError as exc:  # the fast path stopped at a type error before this
         raise BatchValidationError([FieldError(None, "", f"malformed JSON: {exc}")]) from None
     _check_depth(data)
+    if data is None:  # a Go client's nil slice: an empty batch, as Go's server reads it
+        return Batch([])
     if isinstance(data, dict):
         items: list[Any] = [data]
     elif isinstance(data, list):
@@ -241,18 +282,88 @@ def _decode_slow(body: bytes, max_results: int) -> Batch:
             errors.append(FieldError(index, "", f"expected an object, got {_json_kind(item)}"))
             continue
         folded, had_unknown = _fold(item, "result")
-        try:
-            result = msgspec.convert(folded, Result)
-        except msgspec.ValidationError as exc:
-            errors.append(_field_error(index, str(exc)))
-            continue
-        _finish(index, result, errors)
+        result, reported = _convert_reporting_all(index, folded, errors)
+        _finish(index, result, errors, reported)
         batch.results.append(result)
-        if had_unknown:
+        if had_unknown or _hops_null(result):
             batch.raw[index] = _encoder.encode(item)
     if errors:
         raise BatchValidationError(errors[:MAX_REPORTED_ERRORS])
     return batch
+
+
+# Valid stand-ins for a field already reported as bad, so that converting the item
+# again finds the next bad field instead of stopping at the first.
+_STAND_INS: dict[str, Any] = {
+    "ip": "0.0.0.0",
+    "sent": 0,
+    "received": 0,
+    "packet_loss": 0.0,
+    "avg_rtt": 0,
+    "timestamp": "2000-01-01T00:00:00Z",
+    "error": "",
+    "traceroute": None,
+    "method": "",
+    "completed": False,
+    "hops": [],
+    "ttl": 0,
+    "rtt": 0,
+    "timeout": False,
+}
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _convert_reporting_all(
+    index: int, folded: dict[str, Any], errors: list[FieldError]
+) -> tuple[Result, frozenset[str]]:
+    """msgspec stops at the first bad field; report it, put a valid stand-in in its
+    place and convert again, until the item converts or the error cap is reached.
+    Returns the (stand-in) result and the top-level fields already reported."""
+    reported: set[str] = set()
+    data = folded
+    while True:
+        try:
+            return msgspec.convert(data, Result), frozenset(reported)
+        except msgspec.ValidationError as exc:
+            error = _field_error(index, str(exc))
+            errors.append(error)
+            if data is folded:
+                data = copy.deepcopy(folded)
+            if len(errors) >= MAX_REPORTED_ERRORS or not _stand_in(data, error.field):
+                return Result("0.0.0.0", 0, 0, 0.0, 0, "", None, None), frozenset(_FIELDS["result"])
+            reported.add(_PATH_PART.match(error.field).group(0))  # type: ignore[union-attr]
+
+
+def _stand_in(data: dict[str, Any], path: str) -> bool:
+    """Replace the value at `path` (`traceroute.hops[1].ttl`) with a valid stand-in;
+    False when the path cannot be followed (then the item stops here)."""
+    parts = [name or int(number) for name, number in _PATH_PART.findall(path)]
+    if not parts or not isinstance(parts[-1], str) or parts[-1] not in _STAND_INS:
+        return False
+    node: Any = data
+    for part in parts[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(node, dict):
+        return False
+    node[parts[-1]] = _STAND_INS[parts[-1]]
+    return True
+
+
+def hops_were_null(raw: bytes | str) -> bool:
+    """True when a stored item's original JSON had `"hops": null` (keys in any case,
+    as decode_batch matched them)."""
+    try:
+        item = _any_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return False
+    if not isinstance(item, dict):
+        return False
+    folded, _ = _fold(item, "result")
+    trace = folded.get("traceroute")
+    return isinstance(trace, dict) and "hops" in trace and trace["hops"] is None
 
 
 def _fold(obj: dict[str, Any], kind: str) -> tuple[dict[str, Any], bool]:

@@ -10,24 +10,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
 from output_service.config import Config
 from output_service.hops import HopFeedback
+from output_service.insight.silent import SilentNodes
 from output_service.metrics import Metrics
 from output_service.storage import Storage
+from output_service.storage.files import results_files
+from output_service.storage.read_gate import ReadGate
+from output_service.storage.seam import Reads
+from output_service.storage.sqlite_reads.reads import SqliteReads
+
+if TYPE_CHECKING:
+    from output_service.storage.postgres.compat import PgStorage
 
 
 @dataclass
 class Services:
     config: Config
     metrics: Metrics
-    storage: Storage
+    storage: Storage | PgStorage
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
     hops: HopFeedback | None = None  # None when input_url is "" (feedback off)
+    # The query API: every read endpoint goes through read_gate (see build_reads)
+    read_gate: ReadGate | None = None
+    reads: Reads | None = None
+    silent_nodes: SilentNodes | None = None
 
     @classmethod
     def build(
@@ -38,11 +50,31 @@ class Services:
         clock: Callable[[], float] = time.time,
     ) -> Services:
         metrics = Metrics(registry)
+        if config.storage == "postgres":
+            # the hop loop lives in the shared database (outbox rows in the results'
+            # transaction, a sender per instance): no state.db, no HopFeedback
+            return cls(config, metrics, _postgres(config, metrics, clock), clock, clock())
         hops = HopFeedback(config, metrics, clock) if config.input_url else None
         storage = Storage(
             config, metrics, clock, before_commit=hops.before_commit if hops else None
         )
-        return cls(config, metrics, storage, clock, clock(), hops)
+        services = cls(config, metrics, storage, clock, clock(), hops)
+        metrics.go_series_from(services.stats)
+        services.build_reads()
+        return services
+
+    def build_reads(self) -> None:
+        """The SQLite reads over every retained file (db_dir, newest first)."""
+        cfg = self.config
+        self.read_gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
+        reads = SqliteReads(lambda: results_files(cfg.db_dir)[::-1], self.read_gate)
+        self.reads = reads
+        self.silent_nodes = SilentNodes(
+            lambda: reads.nodes(cfg.node_silent_after_s, self.clock()),
+            cfg.node_silent_after_s,
+            self.clock,
+        )
+        self.metrics.silent_nodes.set_function(self.silent_nodes.count)
 
     def stats(self) -> dict[str, Any]:
         """The `stats` object of /health and /stats: storage's, with the hop totals."""
@@ -50,3 +82,11 @@ class Services:
         if self.hops is not None:
             stats.update(self.hops.stats())
         return stats
+
+
+def _postgres(config: Config, metrics: Metrics, clock: Callable[[], float]) -> PgStorage:
+    # imported here: asyncpg is an optional dependency (the `postgres` extra)
+    from output_service.storage.postgres.compat import PgStorage
+    from output_service.storage.postgres.store import PostgresStore
+
+    return PgStorage(PostgresStore(config, metrics, clock))

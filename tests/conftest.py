@@ -23,6 +23,9 @@ from output_service.services import Services
 
 # No timing assertions in tests, hypothesis's per-example deadline included: a
 # loaded CI machine must not turn a slow example into a failure.
+# a real PostgreSQL for the tests of the postgres backend (pg_server, pg_db, own_pg_server)
+pytest_plugins = ["tests.pg_server"]
+
 settings.register_profile("output-service", deadline=None)
 settings.load_profile("output-service")
 

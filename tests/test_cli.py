@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import sqlite3
@@ -11,6 +12,8 @@ import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from output_service.storage.files import results_files
 from tests.conftest import make_result
@@ -95,7 +98,7 @@ def test_serves_stores_and_exits_zero_on_sigterm(tmp_path: Path) -> None:
 def test_bad_setting_is_one_line_and_status_2(tmp_path: Path) -> None:
     proc = run_cli("--max-size-mb", "-5")
     assert proc.returncode == 2
-    assert proc.stderr.strip() == "output-service: max_size_mb: must be >= 0.001, got -5.0"
+    assert proc.stderr.strip() == "output-service: max_size_mb: must be greater than 0, got -5"
 
 
 def test_port_in_use_is_one_line_and_status_2(tmp_path: Path) -> None:
@@ -149,3 +152,77 @@ def test_unreadable_state_db_is_one_line_and_status_2(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.startswith("output-service: db_dir: ")
     assert "Traceback" not in proc.stderr
+
+
+def test_unknown_flag_is_one_line_pointing_to_help() -> None:
+    done = run_cli("--prot", "8082")
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "output-service: unrecognized arguments: --prot 8082 (see output-service --help)"
+    ]
+
+
+def test_help_names_environment_variables_and_precedence() -> None:
+    done = run_cli("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "OUTPUT_SERVICE_KEEP_FILES" in text
+    assert "defaults < config file < environment < command line" in text
+    assert "--no-verbose" in text
+
+
+def test_start_line_has_every_setting_redacted_and_stop_line_the_waiting_hops(
+    tmp_path: Path,
+) -> None:
+    # the input service is down (nothing listens on the port): hops wait in the outbox
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    proc, listening = start(
+        "--host=127.0.0.1",
+        "--port=0",
+        "--health-port=0",
+        f"--db-dir={tmp_path / 'data'}",
+        f"--input-url=http://127.0.0.1:{dead_port}/hops",
+        "--hops-final-flush-s=0",
+        "--admin-token=secret-a,secret-b",
+    )
+    try:
+        settings = listening["settings"]
+        assert listening["hop_loop"] is True
+        assert settings["admin_token"] == "2 set"
+        assert settings["ingest_token"] == settings["read_token"] == ""
+        assert settings["keep_files"] == 5 and settings["db_dir"] == str(tmp_path / "data")
+        assert set(settings) >= {"max_size_mb", "rotation_days", "synchronous", "input_url"}
+        item = make_result(hops=2)
+        item["traceroute"]["hops"] = [
+            {"ttl": 1, "ip": "198.51.100.1", "rtt": 1},
+            {"ttl": 2, "ip": "198.51.100.2", "rtt": 1},
+        ]
+        assert post(listening["results_port"], [item])[0] == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=DEADLINE_S)
+    assert proc.returncode == 0, err
+    assert "secret-a" not in out and "secret-a" not in json.dumps(listening)
+    (stopped,) = [e for e in map(json.loads, out.splitlines()) if e["event"] == "stopped"]
+    assert stopped["hops_waiting"] == 2
+
+
+def test_make_run_installs_only_what_running_needs(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed (Debian package: make)")
+    root = Path(__file__).parent.parent
+    venv = tmp_path / "venv"
+    done = subprocess.run(
+        [make, "-n", "run", f"VENV={venv}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    installs = [line for line in done.stdout.splitlines() if "pip install" in line]
+    assert any(line.endswith("install --quiet -e .") for line in installs), installs
+    assert not any("[dev" in line for line in installs), installs

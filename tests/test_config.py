@@ -98,3 +98,61 @@ def test_example_config_documents_every_setting_and_loads() -> None:
     for name in Config.__dataclass_fields__:
         assert f"\n{name} = " in text or f"\n# {name} = " in text, name
     assert load_config(["--config", str(example)], {}) == load_config([], {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--hops-exclude-private"], True),
+        (["--hops-exclude-private=true"], True),
+        (["--hops-exclude-private=false"], False),
+        (["--hops-exclude-private", "false"], False),
+        (["--no-hops-exclude-private"], False),
+        ([], True),  # the TOML file's value stands when no flag is given
+    ],
+)
+def test_boolean_flags_can_turn_a_toml_true_off(
+    tmp_path: Path, argv: list[str], expected: bool
+) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("hops_exclude_private = true\n")
+    config = load_config(["--config", str(toml), *argv], {})
+    assert config.hops_exclude_private is expected
+
+
+def test_verbose_flag_spellings() -> None:
+    assert load_config(["--verbose=true"], {}).verbose is True
+    assert load_config(["-v"], {}).verbose is True
+    assert load_config(["--verbose=false"], {"OUTPUT_SERVICE_VERBOSE": "1"}).verbose is False
+
+
+def test_misspelt_environment_variable_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config([], {"OUTPUT_SERVICE_KEEPFILES": "3"})
+    assert info.value.setting == "OUTPUT_SERVICE_KEEPFILES"
+    assert "did you mean keep_files?" in str(info.value)
+    # variables outside the prefix are none of our business
+    assert load_config([], {"OUTPUT_SERVICEX": "1", "HOME": "/"}).keep_files == 5
+
+
+def test_unknown_toml_key_names_the_closest_setting(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("keep_file = 3\n")
+    with pytest.raises(ConfigError, match=r"did you mean keep_files\?"):
+        load_config(["--config", str(toml)], {})
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--rotation-days", "0"], "rotation_days: must be greater than 0, got 0"),
+        (["--keep-files", "0"], "keep_files: must be at least 1, got 0"),
+        (["--max-size-mb", "-1"], "max_size_mb: must be greater than 0, got -1"),
+        (["--shutdown-grace-s", "nan"], "shutdown_grace_s: must be a number, got nan"),
+        (["--port", "70000"], "port: must be at most 65535, got 70000"),
+    ],
+)
+def test_limit_messages_read_as_sentences(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(argv, {})
+    assert str(info.value) == message

@@ -70,15 +70,15 @@ async def test_recent_reads_across_files_newest_first(start_service: StartServic
     resp = await running.health.get("/recent", params={"limit": "10"})
     assert resp.status == 200
     body = await resp.json()
-    assert [(r["ip"], r["file"]) for r in body["results"]] == [
+    assert [(r["ip"], r["file"]) for r in body] == [
         ("192.0.2.3", second),
         ("192.0.2.2", first),
         ("192.0.2.1", first),
     ]
     body = await (await running.health.get("/recent", params={"limit": "2"})).json()
-    assert [r["ip"] for r in body["results"]] == ["192.0.2.3", "192.0.2.2"]
+    assert [r["ip"] for r in body] == ["192.0.2.3", "192.0.2.2"]
     body = await (await running.health.get("/recent", params={"ip": "192.0.2.1"})).json()
-    assert [(r["ip"], r["file"]) for r in body["results"]] == [("192.0.2.1", first)]
+    assert [(r["ip"], r["file"]) for r in body] == [("192.0.2.1", first)]
 
 
 async def test_stats_count_every_retained_file_across_restarts(

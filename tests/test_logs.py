@@ -34,3 +34,35 @@ async def test_rejected_request_is_logged_with_its_status(service: Running) -> N
     assert [(e["path"], e["status"]) for e in logs if e["event"] == "request"] == [
         ("/results", 400)
     ]
+
+
+async def test_probes_and_scrapes_log_at_debug(service: Running) -> None:
+    with capture_logs() as logs:
+        for path in ("/health", "/ready", "/metrics", "/stats"):
+            assert (await service.health.get(path)).status == 200
+    levels = {e["path"]: e["log_level"] for e in logs if e["event"] == "request"}
+    assert levels == {"/health": "debug", "/ready": "debug", "/metrics": "debug", "/stats": "info"}
+
+
+async def test_a_refusal_logs_its_reason_and_the_query_string(service: Running) -> None:
+    with capture_logs() as logs:
+        bad = await service.results.post(
+            "/results",
+            json=[{"ip": "x", "sent": -1}],
+            headers={"Content-Type": "application/json"},
+        )
+        assert bad.status == 400
+        wrong_type = await service.results.post(
+            "/results", data=b"[]", headers={"Content-Type": "text/plain"}
+        )
+        assert wrong_type.status == 415
+        assert (await service.health.get("/recent?limit=0")).status == 400
+    lines = [e for e in logs if e["event"] == "request"]
+    assert lines[0]["reason"] == "invalid batch"
+    assert lines[0]["field_errors"][0] == "[0].sent: Expected `int` >= 0"
+    assert lines[0]["field_error_count"] == 6
+    assert lines[1]["reason"] == "Content-Type must be application/json, got text/plain"
+    assert (lines[2]["query"], lines[2]["reason"]) == (
+        "limit=0",
+        "limit must be an integer from 1 to 1000",
+    )

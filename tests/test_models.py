@@ -111,7 +111,7 @@ def test_every_bad_item_and_field_is_named() -> None:
     assert all(e["reason"] for e in errors)
 
 
-@pytest.mark.parametrize("payload", [None, 3, "x", True])
+@pytest.mark.parametrize("payload", [3, "x", True])
 def test_body_must_be_array_or_object(payload: Any) -> None:
     assert errors_of(payload)[0]["index"] is None
 
@@ -175,10 +175,88 @@ def test_any_offset_and_nanoseconds_round_trip_to_the_same_instant(
     assert stored == moment.replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}Z"
 
 
+def go_ip_string(packed: bytes) -> str:
+    """Go's net.IP.String(), written out from its rules: an IPv4 (or IPv4-mapped)
+    address as a dotted quad; otherwise hex groups with the longest run (first on a
+    tie) of two or more zero groups written as `::`."""
+    if len(packed) == 4 or packed[:12] == bytes(10) + b"\xff\xff":
+        return ".".join(str(b) for b in packed[-4:])
+    groups = [int.from_bytes(packed[i : i + 2], "big") for i in range(0, 16, 2)]
+    best_start, best_len, i = -1, 1, 0
+    while i < 8:
+        j = i
+        while j < 8 and groups[j] == 0:
+            j += 1
+        if j - i > best_len:
+            best_start, best_len = i, j - i
+        i = j + 1
+    if best_start < 0:
+        return ":".join(f"{g:x}" for g in groups)
+    head = ":".join(f"{g:x}" for g in groups[:best_start])
+    tail = ":".join(f"{g:x}" for g in groups[best_start + best_len :])
+    return f"{head}::{tail}"
+
+
 @given(st.ip_addresses())
-def test_ip_addresses_normalise_to_python_canonical_form(address: Any) -> None:
-    assert normalize_ip(str(address)) == str(address)
-    assert normalize_ip(address.exploded) == str(address)
+def test_ip_addresses_normalise_to_what_go_prints(address: Any) -> None:
+    expected = go_ip_string(address.packed)
+    assert normalize_ip(str(address)) == expected
+    assert normalize_ip(address.exploded) == expected
+
+
+@given(st.ip_addresses(v=4))
+def test_ipv4_mapped_targets_and_hops_are_the_ipv4_host(address: Any) -> None:
+    mapped = f"::ffff:{address}"
+    item = make_result(ip=mapped, hops=1)
+    item["traceroute"]["hops"][0]["ip"] = mapped.upper()
+    result = decode([item]).results[0]
+    assert result.ip == str(address)
+    assert result.traceroute.hops[0].ip == str(address)
+
+
+def test_hop_text_that_is_no_address_is_kept_as_sent() -> None:
+    item = make_result(hops=2)
+    item["traceroute"]["hops"][0]["ip"] = "*"
+    item["traceroute"]["hops"][1]["ip"] = "2001:DB8::1"
+    hops = decode([item]).results[0].traceroute.hops
+    assert [h.ip for h in hops] == ["*", "2001:db8::1"]
+
+
+def test_null_body_is_an_empty_batch() -> None:
+    batch = decode_batch(b"null", 10)
+    assert batch.results == [] and batch.raw == {}
+
+
+def test_two_bad_fields_of_one_item_are_both_named() -> None:
+    bad_hops = make_result(hops=3)
+    bad_hops["traceroute"]["hops"][0]["ttl"] = -1
+    bad_hops["traceroute"]["hops"][2]["rtt"] = "slow"
+    errors = errors_of([{"ip": "x", "sent": -1}, bad_hops])
+    assert [(e["index"], e["field"]) for e in errors] == [
+        (0, "sent"),
+        (0, "received"),
+        (0, "packet_loss"),
+        (0, "avg_rtt"),
+        (0, "timestamp"),
+        (0, "ip"),
+        (1, "traceroute.hops[0].ttl"),
+        (1, "traceroute.hops[2].rtt"),
+    ]
+
+
+def test_error_cap_holds_with_many_bad_fields() -> None:
+    errors = errors_of([{"sent": "x"} for _ in range(200)])
+    assert len(errors) == 100
+
+
+def test_hops_null_is_kept_in_raw_and_an_empty_list_is_not() -> None:
+    null_hops = make_result()
+    null_hops["traceroute"] = {"method": "icmp", "completed": False, "hops": None}
+    empty = make_result()
+    empty["traceroute"] = {"method": "icmp", "completed": False, "hops": []}
+    batch = decode([null_hops, empty])
+    assert list(batch.raw) == [0]
+    assert json.loads(batch.raw[0])["traceroute"]["hops"] is None
 
 
 json_values = st.recursive(

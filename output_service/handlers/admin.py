@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from output_service.handlers.common import SERVICES, json_error
+from output_service.handlers.common import SERVICES, json_error, json_reply
 from output_service.storage import (
     InvalidFileNameError,
     RotationError,
@@ -27,6 +27,15 @@ CHUNK_BYTES = 256 * 1024
 log = structlog.get_logger("output_service.http")
 
 
+async def no_archive(request: web.Request) -> web.Response:
+    """/rotate, /dump, /files on a backend without files (PostgreSQL)."""
+    return json_error(
+        404,
+        f"{request.path} is not on the {request.app[SERVICES].config.storage} backend: "
+        "it keeps no results files (pg_dump is the backup)",
+    )
+
+
 async def rotate(request: web.Request) -> web.Response:
     """Start a new results file now; replies once the old one is sealed."""
     try:
@@ -37,13 +46,13 @@ async def rotate(request: web.Request) -> web.Response:
         return json_error(503, "shutting down", headers={"Retry-After": "5"})
     except StorageError as exc:  # the writer has stopped: answered at once, never left hanging
         return json_error(503, f"storage error: {exc}", headers={"Retry-After": "5"})
-    return web.json_response({"status": "rotated", "file": name})
+    return json_reply({"status": "rotated", "file": name})
 
 
 async def files(request: web.Request) -> web.Response:
     """The retained files, oldest first."""
     listing = await request.app[SERVICES].storage.files()
-    return web.json_response({"count": len(listing), "files": listing})
+    return json_reply({"count": len(listing), "files": listing})
 
 
 async def dump(request: web.Request) -> web.StreamResponse:

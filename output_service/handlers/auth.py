@@ -1,4 +1,5 @@
-"""Who may call what: an ingest token for /results, an admin token for the admin endpoints.
+"""Who may call what: an ingest token for /results, an admin token for the admin
+endpoints, a read token for everything that returns stored data.
 
 A middleware rather than a check in each handler, so an endpoint added later
 under a guarded path cannot forget it, and a refusal costs no body read. Paths
@@ -9,10 +10,18 @@ routes exist.
 Tokens come from settings as comma-separated lists (old and new token side by
 side while clients switch over), are compared in constant time, and are never
 logged: refusals log only which scope refused and why.
+
+The read scope is decided by path the other way round: every path is guarded
+except the few that carry no stored data (OPEN_PATHS: what orchestrators and
+Prometheus poll), so an endpoint added later (/api/*, a status page at /, its
+/static/*) is guarded without anyone remembering to. A browser can use it: HTTP
+Basic with the token as the password is accepted, and the 401 asks for it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import ipaddress
 from dataclasses import dataclass
@@ -29,6 +38,7 @@ log = structlog.get_logger("output_service.auth")
 
 INGEST_PATHS = frozenset({"/results"})
 ADMIN_PATHS = frozenset({"/rotate", "/dump", "/files"})
+OPEN_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 REALM = "output-service"
 
 
@@ -38,11 +48,19 @@ def parse_tokens(text: str) -> tuple[bytes, ...]:
 
 
 def presented_token(request: web.BaseRequest) -> str | None:
-    """The token from `Authorization: Bearer <token>` or `X-API-Key: <token>`."""
+    """The token from `Authorization: Bearer <token>`, `Authorization: Basic` (any user
+    name, the token as password: what a browser sends) or `X-API-Key: <token>`."""
     authorization = request.headers.get("Authorization", "")
     scheme, _, value = authorization.strip().partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
+    if scheme.lower() == "basic" and value.strip():
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        password = decoded.partition(":")[2]
+        return password or None
     api_key = request.headers.get("X-API-Key", "").strip()
     return api_key or None
 
@@ -76,24 +94,31 @@ class _Scope:
     loopback_without_token: bool  # admin: no token means loopback only; ingest: open
 
 
-def _scope_of(request: web.Request, ingest: _Scope, admin: _Scope) -> _Scope | None:
+def _scope_of(request: web.Request, ingest: _Scope, admin: _Scope, read: _Scope) -> _Scope | None:
     resource = request.match_info.route.resource
     paths = {request.path, resource.canonical} if resource is not None else {request.path}
     if paths & ADMIN_PATHS:
         return admin
     if paths & INGEST_PATHS:
         return ingest
-    return None
+    if paths <= OPEN_PATHS:
+        return None
+    return read
 
 
 def auth_middleware(config: Config, metrics: Metrics) -> Middleware:
     """The middleware for both apps, with the tokens parsed once."""
     ingest = _Scope("ingest", parse_tokens(config.ingest_token), loopback_without_token=False)
     admin = _Scope("admin", parse_tokens(config.admin_token), loopback_without_token=True)
+    # an admin token reads too; with no read_token set, reads stay open as before
+    read_tokens = parse_tokens(config.read_token)
+    read = _Scope(
+        "read", read_tokens + admin.tokens if read_tokens else (), loopback_without_token=False
+    )
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        scope = _scope_of(request, ingest, admin)
+        scope = _scope_of(request, ingest, admin, read)
         if scope is None:
             return await handler(request)
         if not scope.tokens:
@@ -119,13 +144,16 @@ def _refuse(metrics: Metrics, scope: _Scope, reason: str) -> web.Response:
             f"{scope.name} endpoints answer only clients on this host while no"
             f" {scope.name}_token is set",
         )
-    challenge = f'Bearer realm="{REALM}"'
-    if reason == "wrong":
-        challenge += ', error="invalid_token"'
+    if scope.name == "read":  # Basic, so that a browser asks for the token
+        challenge = f'Basic realm="{REALM}"'
+        how = "send Authorization: Bearer <token>, X-API-Key, or Basic with the token as password"
+    else:
+        challenge = f'Bearer realm="{REALM}"'
+        if reason == "wrong":
+            challenge += ', error="invalid_token"'
+        how = "send Authorization: Bearer <token> or X-API-Key"
     return json_error(
-        401,
-        f"{reason} {scope.name} token: send Authorization: Bearer <token> or X-API-Key",
-        headers={"WWW-Authenticate": challenge},
+        401, f"{reason} {scope.name} token: {how}", headers={"WWW-Authenticate": challenge}
     )
 
 
@@ -133,8 +161,11 @@ def log_auth_mode(config: Config) -> None:
     """Say once at start-up what is open, without ever naming a token."""
     ingest_count = len(parse_tokens(config.ingest_token))
     admin_count = len(parse_tokens(config.admin_token))
+    read_count = len(parse_tokens(config.read_token))
+    if read_count == 0:
+        log.info("reads are open: no read_token is set, anyone may GET /stats and /recent")
     if ingest_count == 0:
         log.warning("ingest is open: no ingest_token is set, anyone may POST /results")
     if admin_count == 0:
         log.info("admin endpoints answer loopback clients only: no admin_token is set")
-    log.info("auth", ingest_tokens=ingest_count, admin_tokens=admin_count)
+    log.info("auth", ingest_tokens=ingest_count, admin_tokens=admin_count, read_tokens=read_count)

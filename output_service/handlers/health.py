@@ -8,7 +8,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from output_service import __version__
-from output_service.handlers.common import SERVICES, json_error
+from output_service.handlers.common import SERVICES, json_error, json_reply
 from output_service.models import normalize_ip
 
 RECENT_DEFAULT = 100
@@ -44,7 +44,7 @@ async def health(request: web.Request) -> web.Response:
     }
     if degraded:
         body["degraded"] = degraded
-    return web.json_response(body, status=200 if ready else 503)
+    return json_reply(body, status=200 if ready else 503)
 
 
 async def ready(request: web.Request) -> web.Response:
@@ -52,8 +52,8 @@ async def ready(request: web.Request) -> web.Response:
     if await storage.ready():
         degraded = storage.degraded()
         if degraded:  # ingest works: still ready, but say what needs an operator
-            return web.json_response({"status": "degraded", "degraded": degraded})
-        return web.json_response({"status": "ready"})
+            return json_reply({"status": "degraded", "degraded": degraded})
+        return json_reply({"status": "ready"})
     return json_error(503, "database is not answering", headers={"Retry-After": "5"})
 
 
@@ -66,13 +66,13 @@ async def stats(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if not await services.storage.ready():
         return json_error(503, "database is not answering", headers={"Retry-After": "5"})
-    return web.json_response(services.stats())
+    return json_reply(services.stats())
 
 
 async def recent(request: web.Request) -> web.Response:
     query = request.query
     raw_limit = query.get("limit", str(RECENT_DEFAULT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= RECENT_MAX:
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= RECENT_MAX:
         return json_error(400, f"limit must be an integer from 1 to {RECENT_MAX}")
     ip = query.get("ip") or None
     if ip is not None:
@@ -84,4 +84,7 @@ async def recent(request: web.Request) -> web.Response:
     if not await storage.ready():
         return json_error(503, "database is not answering", headers={"Retry-After": "5"})
     results = await storage.recent(int(raw_limit), ip)
-    return web.json_response({"count": len(results), "results": results})
+    # The bare array of the Go service (its README's `jq '.[]'` recipe reads it);
+    # what paging needs goes in headers.
+    headers = {"X-Result-Count": str(len(results)), "X-Result-Limit": str(int(raw_limit))}
+    return json_reply(results, headers=headers)

@@ -7,7 +7,7 @@ import hashlib
 
 from aiohttp import web
 
-from output_service.handlers.common import SERVICES, json_error
+from output_service.handlers.common import SERVICES, json_error, json_reply
 from output_service.handlers.inflate import (
     ENCODINGS,
     BadEncodingError,
@@ -170,4 +170,4 @@ async def post_results(request: web.Request) -> web.Response:
         metrics.batches.labels(outcome="ok").inc()
         metrics.batch_size.observe(result.count)
         metrics.ingest_latency.observe(loop.time() - started)
-    return web.json_response({"status": "ok", "received": result.count}, headers=headers)
+    return json_reply({"status": "ok", "received": result.count}, headers=headers)

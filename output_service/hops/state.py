@@ -12,7 +12,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from output_service.storage.schema import SchemaError
 from output_service.storage.sqlite import immediate_transaction, run_script
@@ -194,3 +196,62 @@ def _migrate(conn: sqlite3.Connection) -> None:
     with immediate_transaction(conn):
         run_script(conn, _V1)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
+    """/api/hops, read on its own read-only connection: discovered hops (by address)
+    with when they were last queued and whether they are delivered (neither waiting
+    nor dead-lettered), the outbox depth, and the dead letters with the input
+    service's reply. state.db keeps no first-seen time, so none is shown."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    try:
+        rows = conn.execute(
+            "SELECT s.ip, s.queued_at, o.id IS NOT NULL, d.id IS NOT NULL FROM seen s"
+            " LEFT JOIN outbox o ON o.ip = s.ip"
+            " LEFT JOIN (SELECT ip, max(id) AS id FROM dead_letters GROUP BY ip) d ON d.ip = s.ip"
+            " ORDER BY s.ip LIMIT ? OFFSET ?",
+            (limit + 1, offset),
+        ).fetchall()
+        total = int(conn.execute("SELECT count(*) FROM seen").fetchone()[0])
+        depth = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        dead = conn.execute(
+            "SELECT ip, queued_at, failed_at, status, response FROM dead_letters"
+            " ORDER BY id DESC LIMIT 100"
+        ).fetchall()
+        dead_count = int(conn.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+    finally:
+        conn.close()
+    return {
+        "discovered": total,
+        "outbox_depth": depth,
+        "hops": [
+            {
+                "ip": ip,
+                "last_queued": _utc(queued),
+                "waiting": bool(waiting),
+                "dead_lettered": bool(dead_lettered),
+                "delivered": not waiting and not dead_lettered,
+            }
+            for ip, queued, waiting, dead_lettered in rows[:limit]
+        ],
+        "dead_letters_total": dead_count,
+        "dead_letters": [
+            {
+                "ip": ip,
+                "queued_at": _utc(q),
+                "failed_at": _utc(f),
+                "status": status,
+                "response": response,
+            }
+            for ip, q, f, status, response in dead
+        ],
+        "next_offset": offset + limit if len(rows) > limit else None,
+    }
+
+
+def _utc(moment: float) -> str:
+    return (
+        datetime.fromtimestamp(moment, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )

@@ -14,9 +14,11 @@ from typing import Any
 
 import aiosqlite
 
+from output_service.models import hops_were_null
+
 _RECENT = (
     "SELECT p.id, p.ip, p.sent, p.received, p.packet_loss, p.avg_rtt, p.timestamp, p.error,"
-    " b.node_id, b.received_at FROM ping_results p LEFT JOIN batches b ON b.id = p.batch_id"
+    " b.node_id, b.received_at, p.raw FROM ping_results p LEFT JOIN batches b ON b.id = p.batch_id"
 )
 
 
@@ -52,7 +54,7 @@ async def recent_results(path: Path, limit: int, ip: str | None) -> list[dict[st
                 "packet_loss": row[4],
                 "avg_rtt": row[5],
                 "timestamp": row[6],
-                "error": row[7] or "",
+                "error": row[7] or None,
                 "node_id": row[8],
                 "received_at": row[9],
                 "traceroute": None,
@@ -62,6 +64,10 @@ async def recent_results(path: Path, limit: int, ip: str | None) -> list[dict[st
         traces = await _traceroutes(conn, list(results))
         for ping_id, trace in traces.items():
             results[ping_id]["traceroute"] = trace
+        for row in rows:  # `"hops": null` as sent is kept in raw (models.decode_batch)
+            trace = traces.get(row[0])
+            if row[10] and trace is not None and not trace["hops"] and hops_were_null(row[10]):
+                trace["hops"] = None
     return list(results.values())
 
 
@@ -78,7 +84,7 @@ async def _traceroutes(conn: aiosqlite.Connection, ping_ids: list[int]) -> dict[
             trace = {
                 "method": method,
                 "completed": bool(completed),
-                "error": error or "",
+                "error": error or None,
                 "hops": [],
             }
             by_trace[tid] = by_ping[pid] = trace

@@ -168,8 +168,9 @@ class Reads(Protocol):
         self, flt: ResultFilter, limit: int, cursor: str | None
     ) -> ResultPage: ...
 
-    def iter_results(self, flt: ResultFilter) -> AsyncIterator[dict[str, Any]]:
-        """Every matching result, newest first, streamed with flat memory."""
+    def iter_results(self, flt: ResultFilter) -> AsyncIterator[list[str]]:
+        """Every matching result, newest first, streamed with flat memory: chunks
+        of items already encoded as JSON text (an export writes them as they are)."""
         ...
 
     async def targets(self, query: TargetQuery) -> list[dict[str, Any]]: ...

@@ -1,0 +1,214 @@
+"""`make bench-query`: the query API's figures on `make bench-data`'s files.
+
+Starts the service as a process on a copy of the data, then measures (medians
+of repeated requests, wall time at the client): /api/targets over everything,
+/api/targets/{ip} for the week at 1h, one page of /api/results per filter,
+/api/routes for one target over the week, the ndjson export of everything
+(results/s, and the service's RSS during it against an export of one target),
+and ingest (4 closed-loop posting connections, 100-result batches with 10-hop
+traceroutes) alone and while 20 readers loop over the endpoints. Appends a
+section to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.loadgen import argv as loadgen_argv
+from bench.payload import pool_file
+from bench.query_data import target_ip
+
+WEEK = "since=2026-01-01T00:00:00Z&until=2026-01-08T00:00:00Z"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Sampler:
+    """Peak RSS of a process, sampled every 50 ms on a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_kb(self.pid))
+            self._stop.wait(0.05)
+
+    def __enter__(self) -> Sampler:
+        self.peak = _rss_kb(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def timed(session: aiohttp.ClientSession, url: str, runs: int = 5) -> float:
+    """Median ms of `runs` GETs (after one warm-up)."""
+    times = []
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        async with session.get(url) as resp:
+            assert resp.status == 200, (url, resp.status, await resp.text())
+            await resp.read()
+        if i:
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+async def export(session: aiohttp.ClientSession, url: str) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    lines = 0
+    async with session.get(url) as resp:
+        assert resp.status == 200
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            lines += chunk.count(b"\n")
+    return lines, time.perf_counter() - t0
+
+
+def ingest_rate(url: str, pool: Path, duration: float) -> float:
+    out = subprocess.run(
+        loadgen_argv(url, pool, batch=100, hops=10, duration=duration, warmup=1.0, concurrency=4),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["results_per_s"])
+
+
+async def hammer(base: str, stop: asyncio.Event, counts: dict[str, int]) -> None:
+    urls = [
+        f"{base}/api/targets", f"{base}/api/targets/{target_ip(7)}?{WEEK}&step=1h",
+        f"{base}/api/results?limit=1000", f"{base}/api/routes?ip={target_ip(9)}&{WEEK}",
+    ]  # fmt: skip
+    async with aiohttp.ClientSession() as session:
+        i = 0
+        while not stop.is_set():
+            async with session.get(urls[i % len(urls)]) as resp:
+                await resp.read()
+                key = str(resp.status)
+                counts[key] = counts.get(key, 0) + 1
+            i += 1
+
+
+async def measure(base: str, results_url: str, pid: int, pool: Path) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+        figures["targets_all_ms"] = await timed(s, f"{base}/api/targets")
+        figures["target_week_1h_ms"] = statistics.median(
+            [
+                await timed(s, f"{base}/api/targets/{target_ip(k)}?{WEEK}&step=1h", 3)
+                for k in (1, 500, 4999)
+            ]
+        )
+        for name, q in {
+            "none": "", "ip": f"ip={target_ip(42)}", "node": "node=node-07",
+            "failed": "failed=true",
+            "since_until": "since=2026-01-03T00:00:00Z&until=2026-01-03T01:00:00Z",
+            "ip_node": f"ip={target_ip(42)}&node=node-07",
+        }.items():  # fmt: skip
+            figures[f"results_page_{name}_ms"] = await timed(s, f"{base}/api/results?limit=100&{q}")
+        figures["routes_week_ms"] = statistics.median(
+            [
+                await timed(s, f"{base}/api/routes?ip={target_ip(k)}&{WEEK}", 3)
+                for k in (1, 500, 4999)
+            ]
+        )
+        with Sampler(pid) as few:
+            await export(s, f"{base}/api/results?format=ndjson&ip={target_ip(3)}")
+        with Sampler(pid) as many:
+            lines, seconds = await export(s, f"{base}/api/results?format=ndjson")
+        figures["export_results"] = lines
+        figures["export_results_per_s"] = round(lines / seconds)
+        figures["export_peak_rss_mb_all"] = round(many.peak / 1024, 1)
+        figures["export_peak_rss_mb_one_target"] = round(few.peak / 1024, 1)
+    figures["ingest_alone_results_per_s"] = round(ingest_rate(results_url, pool, 10))
+    stop, counts = asyncio.Event(), dict[str, int]()
+    readers = [asyncio.create_task(hammer(base, stop, counts)) for _ in range(20)]
+    try:
+        figures["ingest_with_20_readers_results_per_s"] = round(
+            await asyncio.to_thread(ingest_rate, results_url, pool, 10)
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*readers)
+    figures["reader_statuses"] = counts
+    figures["ingest_kept_pct"] = round(
+        100
+        * figures["ingest_with_20_readers_results_per_s"]
+        / figures["ingest_alone_results_per_s"],
+        1,
+    )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="query API benchmark")
+    parser.add_argument("--dir", type=Path, default=Path("bench-data"))
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="qbench-"))
+    data = work / "data"
+    shutil.copytree(args.dir, data)
+    pool = pool_file(work, 10, 100, 400_000)
+    port, health = _free_port(), _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "output_service", "--db-dir", str(data), "--host", "127.0.0.1",
+         "--port", str(port), "--health-port", str(health), "--input-url", "",
+         "--rotation-days", "100000", "--max-size-mb", "100000", "--keep-files", "10",
+         "--synchronous", "NORMAL"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{health}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", health), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        figures = asyncio.run(measure(base, f"http://127.0.0.1:{port}/results", proc.pid, pool))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(figures, indent=2))
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with args.out.open("a") as fh:
+        fh.write(
+            f"\n## Query API (`make bench-data && make bench-query`, {stamp})\n\n"
+            "5 files, 700,000 results with 10-hop traceroutes, 50 nodes, 5,000 targets, 7 days;"
+            " medians at the client, one run on the shared 2-core machine.\n\n"
+            "| figure | value |\n|---|---|\n"
+            + "".join(f"| {k} | {v} |\n" for k, v in figures.items())
+        )
+
+
+if __name__ == "__main__":
+    main()

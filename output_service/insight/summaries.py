@@ -1,0 +1,225 @@
+"""Target summaries, per-step series and node listings from plain rows.
+
+Backends hand over per-file (or per-partition) partial aggregates; these merge
+them, so a summary over five files is the same as one over a single file:
+sums and counts add, first/last take min/max, node sets unite, and the RTTs
+(ascending runs per file) are merged before the nearest-rank percentiles.
+"""
+
+from __future__ import annotations
+
+import itertools
+from array import array
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from output_service.insight.stats import bucket_start, epoch_of, loss_pct, nearest_rank, rfc3339
+
+
+@dataclass(slots=True)
+class _Target:
+    results: int = 0
+    failed: int = 0
+    loss_sum: float = 0.0
+    first_seen: str | None = None
+    last_seen: str | None = None
+    rtt_runs: list[array[int]] = field(default_factory=list)
+    nodes: set[str | None] = field(default_factory=set)
+
+
+class TargetAccumulator:
+    """Per-target partial aggregates, merged across files."""
+
+    def __init__(self) -> None:
+        self._targets: dict[str, _Target] = {}
+
+    def _get(self, ip: str) -> _Target:
+        target = self._targets.get(ip)
+        if target is None:
+            target = self._targets[ip] = _Target()
+        return target
+
+    def add_totals(self, rows: Iterable[Sequence[Any]]) -> None:
+        """(ip, results, failed, sum of packet_loss, first timestamp, last timestamp)."""
+        for ip, results, failed, loss_sum, first, last in rows:
+            t = self._get(ip)
+            t.results += results
+            t.failed += failed
+            t.loss_sum += loss_sum
+            t.first_seen = first if t.first_seen is None else min(t.first_seen, first)
+            t.last_seen = last if t.last_seen is None else max(t.last_seen, last)
+
+    def add_rtts(self, rows: Iterable[Sequence[Any]]) -> None:
+        """(ip, ascending RTTs comma-joined) of results that got replies."""
+        for ip, joined in rows:
+            if joined:
+                self._get(ip).rtt_runs.append(array("q", map(int, joined.split(","))))
+
+    def add_nodes(self, rows: Iterable[Sequence[Any]]) -> None:
+        """(ip, node id or None) pairs."""
+        for ip, node in rows:
+            self._get(ip).nodes.add(node)
+
+    def merge(self, other: TargetAccumulator) -> None:
+        """Add another file's (or another id range's) partial aggregates to these."""
+        for ip, o in other._targets.items():
+            t = self._get(ip)
+            t.results += o.results
+            t.failed += o.failed
+            t.loss_sum += o.loss_sum
+            if o.first_seen is not None:
+                t.first_seen = (
+                    o.first_seen if t.first_seen is None else min(t.first_seen, o.first_seen)
+                )
+            if o.last_seen is not None:
+                t.last_seen = o.last_seen if t.last_seen is None else max(t.last_seen, o.last_seen)
+            t.rtt_runs.extend(o.rtt_runs)
+            t.nodes |= o.nodes
+
+    def compact(self, max_runs: int = 4) -> None:
+        """Merge a target's sorted RTT runs into one once there are many (a cached
+        live-file partial gains one run per extension)."""
+        for t in self._targets.values():
+            if len(t.rtt_runs) > max_runs:
+                t.rtt_runs = [array("q", sorted(itertools.chain(*t.rtt_runs)))]
+
+    def rows(self) -> list[dict[str, Any]]:
+        out = []
+        for ip, t in self._targets.items():
+            # sorting the concatenated runs runs in C; heapq.merge would step in Python
+            rtts: Sequence[int] = (
+                t.rtt_runs[0] if len(t.rtt_runs) == 1 else sorted(itertools.chain(*t.rtt_runs))
+            )
+            out.append(
+                {
+                    "ip": ip,
+                    "results": t.results,
+                    "failed": t.failed,
+                    "loss_pct": loss_pct(t.loss_sum / t.results) if t.results else None,
+                    **rtt_summary(rtts, (50, 95), "rtt_avg_ns"),
+                    "nodes": len(t.nodes),
+                    "first_seen": t.first_seen,
+                    "last_seen": t.last_seen,
+                }
+            )
+        return out
+
+
+def rtt_summary(
+    rtts: Sequence[int], percentiles: Sequence[int], mean_key: str | None
+) -> dict[str, int | None]:
+    """rtt_min_ns, [mean], rtt_pNN_ns..., rtt_max_ns over ascending `rtts`."""
+    out: dict[str, int | None] = {"rtt_min_ns": rtts[0] if rtts else None}
+    if mean_key is not None:
+        out[mean_key] = round(sum(rtts) / len(rtts)) if rtts else None
+    for pct in percentiles:
+        out[f"rtt_p{pct}_ns"] = nearest_rank(rtts, pct)
+    out["rtt_max_ns"] = rtts[-1] if rtts else None
+    return out
+
+
+_SORT_KEYS = {
+    # worst first: most loss, slowest median, most results, most recently seen
+    "loss": lambda r: (-(r["loss_pct"] or 0.0), r["ip"]),
+    "rtt": lambda r: (-(r["rtt_p50_ns"] if r["rtt_p50_ns"] is not None else -1), r["ip"]),
+    "results": lambda r: (-r["results"], r["ip"]),
+    "last_seen": lambda r: (_desc_text(r["last_seen"] or ""), r["ip"]),
+}
+
+
+def _desc_text(text: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in text)
+
+
+def sort_targets(rows: list[dict[str, Any]], sort: str) -> list[dict[str, Any]]:
+    """Worst first by `sort`; ties by ip, so pages are stable."""
+    return sorted(rows, key=_SORT_KEYS[sort])
+
+
+def series(ip: str, step_s: int, rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    """A target's summary plus one bucket per step that has results.
+
+    rows: (timestamp, received, packet_loss, avg_rtt, failed, node_id)."""
+    acc = TargetAccumulator()
+    buckets: dict[int, list[Any]] = {}
+    totals: list[Any] = []
+    rtts: list[int] = []
+    nodes: set[str | None] = set()
+    for ts, received, loss, rtt, failed, node in rows:
+        start = bucket_start(epoch_of(ts), step_s)
+        bucket = buckets.setdefault(start, [0, 0.0, []])
+        bucket[0] += 1
+        bucket[1] += loss
+        if received > 0:
+            bucket[2].append(rtt)
+            rtts.append(rtt)
+        totals.append((ip, 1, int(bool(failed)), loss, ts, ts))
+        nodes.add(node)
+    acc.add_totals(totals)
+    acc.add_nodes((ip, n) for n in nodes)
+    if rtts:
+        acc.add_rtts([(ip, ",".join(map(str, sorted(rtts))))])
+    summary = acc.rows()[0]
+    summary["step_s"] = step_s
+    summary["series"] = [
+        {
+            "t": rfc3339(start),
+            "results": count,
+            "loss_pct": loss_pct(loss_sum / count),
+            **_band(sorted(values)),
+        }
+        for start, (count, loss_sum, values) in sorted(buckets.items())
+    ]
+    return summary
+
+
+def _band(rtts: list[int]) -> dict[str, int | None]:
+    out = rtt_summary(rtts, (10, 50, 90), None)
+    return {
+        k: out[k] for k in ("rtt_p10_ns", "rtt_p50_ns", "rtt_p90_ns", "rtt_min_ns", "rtt_max_ns")
+    }
+
+
+def merge_nodes(
+    per_file: Iterable[tuple[Sequence[Sequence[Any]], Sequence[Sequence[Any]]]],
+    silent_after_s: float,
+    now: float,
+) -> list[dict[str, Any]]:
+    """Per file: batch rows (node, remote, batches, first, last received_at) and
+    result rows (node, results, failed); one entry per node, most recent first."""
+    nodes: dict[str | None, dict[str, Any]] = {}
+
+    def entry(node: str | None) -> dict[str, Any]:
+        return nodes.setdefault(
+            node,
+            {
+                "node_id": node,
+                "batches": 0,
+                "results": 0,
+                "failed": 0,
+                "first_seen": None,
+                "last_seen": None,
+                "remotes": set(),
+            },
+        )
+
+    for batch_rows, result_rows in per_file:
+        for node, remote, count, first, last in batch_rows:
+            e = entry(node)
+            e["batches"] += count
+            if remote is not None:
+                e["remotes"].add(remote)
+            e["first_seen"] = first if e["first_seen"] is None else min(e["first_seen"], first)
+            e["last_seen"] = last if e["last_seen"] is None else max(e["last_seen"], last)
+        for node, results, failed in result_rows:
+            e = entry(node)
+            e["results"] += results
+            e["failed"] += failed or 0
+    out = []
+    for e in nodes.values():
+        e["remotes"] = sorted(e["remotes"])
+        last = e["last_seen"]
+        e["silent"] = last is None or now - epoch_of(last) > silent_after_s
+        out.append(e)
+    return sorted(out, key=lambda e: (e["last_seen"] is None, _desc_text(e["last_seen"] or "")))

@@ -1,0 +1,261 @@
+"""The PostgreSQL schema: versioned migrations under an advisory lock, and partitions.
+
+The seed's three tables keep their names and columns; each also carries
+`received_at` (arrival time, set by the database), the key every results table
+is partitioned on by range, so that retention drops whole partitions of all
+three together and a partition's indexes stay the size of one interval (their
+insert cost stays flat as the table grows). Partitioning by arrival, not by the
+measurement `timestamp`: a late or skewed clock on a node never needs a
+partition that does not exist or was already dropped.
+
+`timestamp` stays text (canonical UTC with nine fractional digits, as the
+SQLite backend stores it): it sorts as text and keeps nanoseconds that
+`timestamptz` would round.
+
+A traceroute's id is its ping result's id (a result has at most one), so one
+sequence allocation per commit gives every row its id. No foreign keys: on a
+partitioned table they would have to include the partition key, and the writer
+is the only one inserting.
+
+`batches` (idempotency keys, unique across every instance) and the hop tables
+are not partitioned: the key must be unique over the whole table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from output_service.storage.postgres.connection import Conn
+
+SCHEMA_VERSION = 1
+# pg_advisory_xact_lock keys: any constant; these spell "outs" and "part".
+MIGRATION_LOCK = 0x6F757473
+PARTITION_LOCK = 0x70617274
+
+PARTITIONED = ("ping_results", "traceroute_results", "traceroute_hops")
+
+_V1 = """
+CREATE TABLE batches (
+    id bigint PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    remote text,
+    node_id text,
+    idempotency_key text UNIQUE,
+    body_hash text,
+    result_count integer NOT NULL,
+    failed_count integer NOT NULL DEFAULT 0
+);
+CREATE INDEX idx_batches_received_at ON batches (received_at);
+CREATE SEQUENCE batches_id_seq;
+CREATE SEQUENCE ping_results_id_seq;
+CREATE SEQUENCE traceroute_hops_id_seq;
+
+CREATE TABLE ping_results (
+    id bigint NOT NULL,
+    received_at timestamptz NOT NULL,
+    ip text NOT NULL,
+    sent bigint NOT NULL,
+    received bigint NOT NULL,
+    packet_loss double precision NOT NULL,
+    avg_rtt bigint NOT NULL,
+    timestamp text NOT NULL,
+    error text,
+    batch_id bigint,
+    raw text,
+    PRIMARY KEY (id, received_at)
+) PARTITION BY RANGE (received_at);
+CREATE INDEX idx_ping_results_ip ON ping_results (ip);
+CREATE INDEX idx_ping_results_timestamp ON ping_results (timestamp);
+
+CREATE TABLE traceroute_results (
+    id bigint NOT NULL,
+    received_at timestamptz NOT NULL,
+    ping_result_id bigint NOT NULL,
+    method text,
+    completed boolean NOT NULL DEFAULT false,
+    error text
+) PARTITION BY RANGE (received_at);
+CREATE INDEX idx_traceroute_results_ping_result_id ON traceroute_results (ping_result_id);
+
+CREATE TABLE traceroute_hops (
+    id bigint NOT NULL DEFAULT nextval('traceroute_hops_id_seq'),
+    received_at timestamptz NOT NULL,
+    traceroute_id bigint NOT NULL,
+    ttl integer NOT NULL,
+    ip text,
+    rtt bigint,
+    timeout boolean NOT NULL DEFAULT false
+) PARTITION BY RANGE (received_at);
+CREATE INDEX idx_traceroute_hops_traceroute_id ON traceroute_hops (traceroute_id);
+-- the hop-IP index is built per partition once its interval is over (seal_partitions)
+
+-- the hop feedback loop, shared by every instance
+CREATE TABLE hops_seen (
+    ip text PRIMARY KEY,
+    queued_at timestamptz NOT NULL
+);
+CREATE TABLE hop_outbox (
+    ip text PRIMARY KEY,
+    queued_at timestamptz NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    claimed_by text,
+    claimed_until timestamptz
+);
+CREATE INDEX idx_hop_outbox_queued_at ON hop_outbox (queued_at);
+CREATE TABLE hop_dead_letters (
+    ip text NOT NULL,
+    queued_at timestamptz NOT NULL,
+    status integer NOT NULL,
+    response text NOT NULL,
+    dead_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE counters (
+    name text PRIMARY KEY,
+    value bigint NOT NULL
+);
+INSERT INTO counters VALUES ('hops_sent', 0), ('hops_dead_lettered', 0);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1}
+
+
+class SchemaError(Exception):
+    """The database was migrated by a newer version of the service."""
+
+
+async def migrate(conn: Conn) -> list[int]:
+    """Bring the database to SCHEMA_VERSION; the versions this call applied.
+
+    One transaction under a transaction-level advisory lock: instances starting
+    together queue on the lock, the first applies, the others then find the
+    version recorded and apply nothing. A crash mid-way rolls everything back.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        if current > SCHEMA_VERSION:
+            raise SchemaError(
+                f"database schema version {current} is newer than this service ({SCHEMA_VERSION})"
+            )
+        applied = list(range(current + 1, SCHEMA_VERSION + 1))
+        for version in applied:
+            await conn.execute(MIGRATIONS[version])
+            await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+    return applied
+
+
+# -- partitions ------------------------------------------------------------------
+
+_BOUND = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    table: str
+    name: str
+    start: dt.datetime
+    end: dt.datetime
+
+
+async def partitions(conn: Conn, table: str = "ping_results") -> list[Partition]:
+    """The partitions of `table`, oldest first, with their bounds read from the catalog."""
+    rows = await conn.fetch(
+        "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) AS bound"
+        " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = $1::regclass",
+        table,
+    )
+    out = []
+    for row in rows:
+        match = _BOUND.search(row["bound"])
+        if match is None:  # a DEFAULT partition an operator added: never dropped by us
+            continue
+        start, end = (_parse_bound(text) for text in match.groups())
+        out.append(Partition(table, row["relname"], start, end))
+    return sorted(out, key=lambda p: p.start)
+
+
+def _parse_bound(text: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def slot(moment: dt.datetime, days: float) -> tuple[dt.datetime, dt.datetime]:
+    """The interval of `days` (aligned to the Unix epoch) that holds `moment`."""
+    width = dt.timedelta(days=days)
+    index = (moment - _EPOCH) // width
+    start = _EPOCH + index * width
+    return start, start + width
+
+
+async def ensure_partitions(conn: Conn, now: dt.datetime, days: float, ahead: int) -> list[str]:
+    """Create the partitions for the interval holding `now` and `ahead` more; the names
+    created. A slot that overlaps an existing partition (the interval was changed) is
+    skipped rather than failing."""
+    created: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+        for table in PARTITIONED:
+            existing = await partitions(conn, table)
+            start, end = slot(now, days)
+            for _ in range(ahead + 1):
+                if not any(p.start < end and start < p.end for p in existing):
+                    name = f"{table}_p{start:%Y%m%d_%H%M}"
+                    await conn.execute(
+                        f'CREATE TABLE "{name}" PARTITION OF {table}'
+                        f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+                    )
+                    created.append(name)
+                start, end = end, end + (end - start)
+    return created
+
+
+HOP_IP_INDEX = "ip_idx"
+
+
+async def seal_partitions(conn: Conn, now: dt.datetime) -> list[str]:
+    """Build the hop-IP index of every traceroute_hops partition whose interval is over.
+
+    As on SQLite, where the live file goes without `idx_traceroute_hops_ip` and gets it
+    when sealed: random inserts into that index are the largest insert cost. A
+    partition that no longer takes inserts gets it in one sorted build (its lock
+    blocks nobody: rows arrive in the current partition). Until then, hop-IP reads
+    scan the current partition."""
+    built: list[str] = []
+    for part in await partitions(conn, "traceroute_hops"):
+        if part.end > now:
+            continue
+        name = f"{part.name}_{HOP_IP_INDEX}"
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
+        if not exists:
+            await conn.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{part.name}" (ip)')
+            built.append(name)
+    return built
+
+
+async def drop_expired(conn: Conn, now: dt.datetime, retention_days: float) -> list[str]:
+    """Drop every partition that ends before `now - retention_days` (all three tables),
+    and the batches rows of that time; the names dropped. Whole partitions, never
+    row-by-row deletes of results."""
+    horizon = now - dt.timedelta(days=retention_days)
+    dropped: list[str] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+        for table in PARTITIONED:
+            for part in await partitions(conn, table):
+                if part.end <= horizon:
+                    await conn.execute(f'DROP TABLE "{part.name}"')
+                    dropped.append(part.name)
+        if dropped:
+            oldest = await partitions(conn)
+            keep_from = oldest[0].start if oldest else horizon
+            # one row per batch, for the idempotency keys and totals of dropped results
+            await conn.execute("DELETE FROM batches WHERE received_at < $1", keep_from)
+    return dropped

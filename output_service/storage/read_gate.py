@@ -1,0 +1,103 @@
+"""The read bound: every read endpoint runs through one `ReadGate`.
+
+Two limits, both backend-neutral:
+
+- concurrency: at most `max_concurrent` reads run at once, on their own
+  threads (never the default pool the writer, seals and dumps use). A read
+  waits at most `queue_wait_s` for a slot, then gets `ReadBusy` (503 with
+  Retry-After) instead of piling up behind the others;
+- time: each step of a read gets a deadline (`timeout_s` from its start). The
+  backend enforces it inside the database (SQLite: a progress handler that
+  interrupts the statement; PostgreSQL: statement_timeout), so a slow query
+  stops using the CPU, not just its caller's patience. Past it: `ReadBusy`.
+
+Read threads run at a lower CPU priority than the rest of the process. A
+stream (an export) holds one slot for its whole length but runs as many
+short steps, each with a fresh deadline, so no single statement (and no
+snapshot) lives long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from output_service.storage.seam import ReadBusy
+
+T = TypeVar("T")
+
+
+class ReadTimedOut(Exception):
+    """Raised by a backend's read step that ran past its deadline."""
+
+
+class ReadGate:
+    def __init__(self, max_concurrent: int, timeout_s: float, *, queue_wait_s: float = 1.0) -> None:
+        self.max_concurrent = max_concurrent
+        self.timeout_s = timeout_s
+        self.queue_wait_s = queue_wait_s
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._pool = ThreadPoolExecutor(
+            max_concurrent, thread_name_prefix="read", initializer=_lower_priority
+        )
+        self.refused = 0  # reads turned away (busy or timed out), for metrics
+        self.running = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[Steps]:
+        """Hold one of the slots; `Steps.run` runs blocking steps with deadlines."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.queue_wait_s)
+        except TimeoutError:
+            self.refused += 1
+            raise ReadBusy(
+                f"too many reads at once (limit {self.max_concurrent}); retry shortly"
+            ) from None
+        self.running += 1
+        try:
+            yield Steps(self)
+        finally:
+            self.running -= 1
+            self._slots.release()
+
+    async def run(self, step: Callable[[float], T]) -> T:
+        """One read of one step: a slot, a deadline, the step on a read thread."""
+        async with self.slot() as steps:
+            return await steps.run(step)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """Read threads run at nice 10 (Linux schedules threads one by one): on a busy
+    machine the writer's thread and the event loop get the CPU first, so heavy
+    reads slow down rather than ingest."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+
+
+class Steps:
+    """The steps of one read, all in the slot the read holds."""
+
+    def __init__(self, gate: ReadGate) -> None:
+        self._gate = gate
+
+    async def run(self, step: Callable[[float], T]) -> T:
+        """Run `step(deadline)` (a monotonic time) on a read thread."""
+        gate = self._gate
+        deadline = time.monotonic() + gate.timeout_s
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(gate._pool, step, deadline)
+        except ReadTimedOut:
+            gate.refused += 1
+            raise ReadBusy(
+                f"the read ran longer than {gate.timeout_s:g} s; narrow the query or retry"
+            ) from None

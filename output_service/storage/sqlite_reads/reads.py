@@ -1,0 +1,235 @@
+"""`Reads` over the retained SQLite results files.
+
+Each read asks `files()` for the retained paths (newest first) and reads each
+file on its own read-only connection, through the `ReadGate`: a bounded number
+of read threads, and a deadline per step that a progress handler enforces by
+interrupting the statement. Every statement is run to completion before the
+next one starts, and no transaction is opened around them, so a read never
+holds a WAL snapshot longer than one statement: the writer's checkpoints keep
+up, and the WAL stays near `wal_autocheckpoint` however many readers there are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from output_service.insight import cursor as cursors
+from output_service.insight.routes import Observation, summarize
+from output_service.insight.summaries import TargetAccumulator, merge_nodes, series, sort_targets
+from output_service.storage.files import name_key
+from output_service.storage.read_gate import ReadGate, ReadTimedOut
+from output_service.storage.seam import (
+    BadQuery,
+    ResultFilter,
+    ResultPage,
+    SeriesQuery,
+    TargetQuery,
+)
+from output_service.storage.sqlite_reads import queries
+from output_service.storage.sqlite_reads.partials import PartialCache
+
+ListFiles = Callable[[], Sequence[Path]]
+EXPORT_CHUNK = 2000  # results per statement of an export
+_PROGRESS_OPS = 20_000  # VM steps between deadline checks
+
+
+class _Conn:
+    """A read-only connection whose statements stop at `deadline`."""
+
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(
+            f"{path.resolve().as_uri()}?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        self.conn.execute("PRAGMA busy_timeout=2000")
+        self.deadline = time.monotonic() + 3600.0
+        self.conn.set_progress_handler(self._late, _PROGRESS_OPS)
+
+    def _late(self) -> int:
+        return 1 if time.monotonic() > self.deadline else 0
+
+    def all(self, sql: str, params: dict[str, Any], deadline: float) -> list[Any]:
+        self.deadline = deadline
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise ReadTimedOut(str(exc)) from None
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[_Conn | None]:
+    """A connection, or None when the file went away (retention) since it was listed."""
+    try:
+        conn = _Conn(path)
+    except sqlite3.OperationalError:
+        yield None
+        return
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+class SqliteReads:
+    def __init__(self, files: ListFiles, gate: ReadGate) -> None:
+        self._files = files
+        self._gate = gate
+        self._partials = PartialCache()
+
+    # -- results ---------------------------------------------------------------
+
+    async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
+        page = await self.results_page(ResultFilter(ip=ip), limit, None)
+        return page.items
+
+    async def results_page(self, flt: ResultFilter, limit: int, cursor: str | None) -> ResultPage:
+        start = _decode(cursor)
+        rows = await self._gate.run(lambda deadline: self._page(flt, limit + 1, start, deadline))
+        items = msgspec.json.decode("[" + ",".join(text for _, _, text in rows[:limit]) + "]")
+        next_cursor = None
+        if len(rows) > limit:
+            name, last_id, _ = rows[limit - 1]
+            next_cursor = cursors.encode(cursors.Position(name, last_id))
+        return ResultPage(items, next_cursor)
+
+    def _page(
+        self, flt: ResultFilter, want: int, start: cursors.Position | None, deadline: float
+    ) -> list[tuple[str, int, str]]:
+        found: list[tuple[str, int, str]] = []
+        for path, before in self._from(start):
+            with _opened(path) as conn:
+                if conn is None:
+                    continue
+                sql, params = queries.items(flt, before)
+                params.update(file=path.name, limit=want - len(found))
+                found += [(path.name, i, t) for i, t in conn.all(sql, params, deadline)]
+            if len(found) >= want:
+                break
+        return found
+
+    def _from(self, start: cursors.Position | None) -> list[tuple[Path, int | None]]:
+        """The files to read from `start` on, newest first, each with its id bound."""
+        paths = list(self._files())
+        if start is None:
+            return [(p, None) for p in paths]
+        key = name_key(start.file)
+        out: list[tuple[Path, int | None]] = []
+        for p in paths:
+            if p.name == start.file:
+                out.append((p, start.id))
+            elif name_key(p.name) < key:
+                out.append((p, None))
+        return out
+
+    async def iter_results(self, flt: ResultFilter) -> AsyncIterator[list[str]]:
+        """Every match as JSON text, newest first, in chunks of EXPORT_CHUNK; each
+        chunk is one short statement, so memory and snapshots stay small."""
+        async with self._gate.slot() as steps:
+            for path, before in self._from(None):
+                with _opened(path) as conn:
+                    if conn is None:
+                        continue
+                    while True:
+                        sql, params = queries.items(flt, before)
+                        params.update(file=path.name, limit=EXPORT_CHUNK)
+                        c = conn
+                        rows = await steps.run(lambda d: c.all(sql, params, d))  # noqa: B023
+                        if not rows:
+                            break
+                        yield [text for _, text in rows]
+                        if len(rows) < EXPORT_CHUNK:
+                            break
+                        before = rows[-1][0]
+
+    # -- summaries ----------------------------------------------------------------
+
+    async def targets(self, query: TargetQuery) -> list[dict[str, Any]]:
+        def step(deadline: float) -> list[dict[str, Any]]:
+            rows = sort_targets(self._accumulate(query.filter, deadline).rows(), query.sort)
+            return rows[query.offset : query.offset + query.limit]
+
+        return await self._gate.run(step)
+
+    def _accumulate(self, flt: ResultFilter, deadline: float) -> TargetAccumulator:
+        """Merge each file's cached partial, extended by the rows that arrived since."""
+        total = TargetAccumulator()
+        for path in self._files():
+            with _opened(path) as conn:
+                if conn is None:
+                    continue
+                total.merge(self._partials.get(conn, path, flt, deadline))
+        return total
+
+    async def target(self, query: SeriesQuery) -> dict[str, Any] | None:
+        rows = await self._gate.run(lambda d: self._each(queries.series_rows, query.filter, d))
+        if not rows:
+            return None
+        return series(query.ip, query.step_s, rows)
+
+    async def routes(self, ip: str, flt: ResultFilter) -> dict[str, Any]:
+        rows = await self._gate.run(lambda d: self._each(queries.route_rows, flt, d))
+        observations = [Observation(node, ts, _path(hops or "")) for ts, node, hops in rows]
+        return {"ip": ip, **summarize(observations)}
+
+    def _each(
+        self,
+        make: Callable[[ResultFilter], tuple[str, dict[str, Any]]],
+        flt: ResultFilter,
+        deadline: float,
+    ) -> list[Any]:
+        out: list[Any] = []
+        sql, params = make(flt)
+        for path in self._files():
+            with _opened(path) as conn:
+                if conn is not None:
+                    out += conn.all(sql, params, deadline)
+        return out
+
+    async def nodes(self, silent_after_s: float, now: float) -> list[dict[str, Any]]:
+        per_file = await self._gate.run(self._node_rows)
+        return merge_nodes(per_file, silent_after_s, now)
+
+    def _node_rows(self, deadline: float) -> list[tuple[list[Any], list[Any]]]:
+        out = []
+        for path in self._files():
+            with _opened(path) as conn:
+                if conn is not None:
+                    out.append(
+                        (
+                            conn.all(queries.NODE_BATCHES, {}, deadline),
+                            conn.all(queries.NODE_RESULTS, {}, deadline),
+                        )
+                    )
+        return out
+
+
+def _decode(cursor: str | None) -> cursors.Position | None:
+    if cursor is None:
+        return None
+    try:
+        return cursors.decode(cursor)
+    except cursors.BadCursor as exc:
+        raise BadQuery(str(exc)) from None
+
+
+def _path(hops: str) -> tuple[str | None, ...]:
+    """'ip timeout' lines (by ttl) -> a path; a timeout or an empty ip is None."""
+    out: list[str | None] = []
+    for line in hops.split("\n") if hops else []:
+        ip, _, timeout = line.rpartition(" ")
+        out.append(None if timeout == "1" or not ip else ip)
+    return tuple(out)
