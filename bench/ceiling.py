@@ -51,6 +51,7 @@ def build_rows(results: list[dict[str, Any]]) -> tuple[list[Any], list[Any], lis
                 None,
                 batch_id,
                 None,
+                TIMESTAMP,  # created_at: the arrival time, as the service stores it
             )
         )
         t = r.get("traceroute")
@@ -112,7 +113,7 @@ def measure(
         )
         conn.executemany(
             "INSERT INTO ping_results (id, ip, sent, received, packet_loss, avg_rtt, timestamp,"
-            " error, batch_id, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " error, batch_id, raw, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             pings[lo:hi],
         )
         if traces:

@@ -42,7 +42,11 @@ async def test_ceiling_rows_equal_what_the_service_stores(
     path = tmp_path / "ceiling.db"
     conn = open_db(path)
     batches, pings, traces, hops = build_rows(results)
-    conn.executemany("INSERT INTO ping_results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", pings)
+    conn.executemany(
+        "INSERT INTO ping_results (id, ip, sent, received, packet_loss, avg_rtt, timestamp,"
+        " error, batch_id, raw, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        pings,
+    )
     conn.executemany("INSERT INTO traceroute_results VALUES (?, ?, ?, ?, ?)", traces)
     conn.executemany(
         "INSERT INTO traceroute_hops (traceroute_id, ttl, ip, rtt, timeout) VALUES (?, ?, ?, ?, ?)",

@@ -82,6 +82,7 @@ def test_seed_tables_columns_and_indexes_are_all_there(tmp_path: Path) -> None:
         "avg_rtt",
         "timestamp",
         "error",
+        "created_at",
         "batch_id",
         "raw",
     ]
@@ -110,3 +111,35 @@ def test_a_newer_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SchemaError):
         migrate(conn)
     conn.close()
+
+
+async def test_created_at_is_the_arrival_time_in_new_and_migrated_files(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """The Go schema's `ping_results.created_at`: set on every new row, and filled
+    in from the batch's arrival for rows of a version-1 file."""
+    running = await start_service()
+    resp = await running.results.post("/results", json=[make_result()])
+    assert resp.status == 200
+    ((created, received),) = running.rows(
+        "SELECT p.created_at, b.received_at FROM ping_results p JOIN batches b ON b.id = p.batch_id"
+    )
+    assert created == received and created.endswith("Z")
+
+    old = tmp_path / "v1.db"  # a file as version 1 left it: no created_at column
+    conn = sqlite3.connect(old)
+    conn.executescript(SEED_TABLES.replace(",\n    created_at DATETIME", ""))
+    conn.executescript(
+        "CREATE TABLE batches (id INTEGER PRIMARY KEY, received_at TEXT NOT NULL,"
+        " remote TEXT, node_id TEXT, idempotency_key TEXT UNIQUE, body_hash TEXT,"
+        " result_count INTEGER NOT NULL);"
+        "ALTER TABLE ping_results ADD COLUMN batch_id INTEGER;"
+        "ALTER TABLE ping_results ADD COLUMN raw TEXT;"
+        "INSERT INTO batches VALUES (1, '2026-01-02T00:00:00.000000Z', NULL, NULL, NULL, NULL, 1);"
+        "INSERT INTO ping_results (ip, sent, received, packet_loss, avg_rtt, timestamp, batch_id)"
+        " VALUES ('192.0.2.1', 1, 1, 0, 1, '2026-01-01T23:59:59Z', 1);"
+        "PRAGMA user_version = 1;"
+    )
+    assert migrate(conn) == 1
+    conn.close()
+    assert query(old, "SELECT created_at FROM ping_results") == [("2026-01-02T00:00:00.000000Z",)]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from output_service.storage.schema import SCHEMA_VERSION
 from tests.conftest import Running, make_result
 
 CMD = [sys.executable, "-m", "output_service"]
@@ -32,7 +33,11 @@ async def test_check_and_export(service: Running, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[0])
     assert report["ping_results"] == 4 and report["traceroute_hops"] == 8
-    assert report["schema_version"] == 1 and report["state"] == "live" and report["problems"] == []
+    assert (
+        report["schema_version"] == SCHEMA_VERSION
+        and report["state"] == "live"
+        and report["problems"] == []
+    )
     out = _run("export", str(db_dir), "--since", "2026-01-01T00:02:00Z")
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["ip"] for r in lines] == ["192.0.2.4", "192.0.2.3", "192.0.2.2"]

@@ -22,7 +22,9 @@ import msgspec
 from output_service.models import Batch
 from output_service.storage.schema import migrate
 
-_PING_COLUMNS = "id, ip, sent, received, packet_loss, avg_rtt, timestamp, error, batch_id, raw"
+_PING_COLUMNS = (
+    "id, ip, sent, received, packet_loss, avg_rtt, timestamp, error, batch_id, raw, created_at"
+)
 _TRACE_COLUMNS = "id, ping_result_id, method, completed, error"
 _HOP_COLUMNS = "traceroute_id, ttl, ip, rtt, timeout"
 _INSERT_BATCH = (
@@ -269,6 +271,7 @@ class ResultsFile:
                     error,
                     batch_id,
                     extra.decode() if extra else None,
+                    meta.received_at,
                 )
             )
             t = r.traceroute

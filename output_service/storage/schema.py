@@ -3,7 +3,9 @@
 The first three tables and their indexes are the Go service's schema (version
 0 here: its files carry no `user_version`); tools and dashboards read them, so
 their names and columns never change. Version 1 adds the `batches` table (who
-sent what, and idempotency keys) and two columns on `ping_results`.
+sent what, and idempotency keys) and two columns on `ping_results`. Version 2
+adds the Go schema's `ping_results.created_at` (the arrival time, RFC 3339) to
+files that lack it, filled in for older rows from their batch.
 
 Live and sealed files differ by one index. `SEED_INDEXES` (all five of the Go
 service) is what every sealed file has. The live file, the one the writer
@@ -21,7 +23,7 @@ import sqlite3
 
 from output_service.storage.sqlite import immediate_transaction, run_script
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SEED_TABLES = """
 CREATE TABLE IF NOT EXISTS ping_results (
@@ -32,7 +34,8 @@ CREATE TABLE IF NOT EXISTS ping_results (
     packet_loss REAL NOT NULL,
     avg_rtt INTEGER NOT NULL,
     timestamp DATETIME NOT NULL,
-    error TEXT
+    error TEXT,
+    created_at DATETIME
 );
 CREATE TABLE IF NOT EXISTS traceroute_results (
     id INTEGER PRIMARY KEY,
@@ -83,7 +86,12 @@ ALTER TABLE ping_results ADD COLUMN batch_id INTEGER REFERENCES batches(id);
 ALTER TABLE ping_results ADD COLUMN raw TEXT;
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1}
+_V2 = """
+UPDATE ping_results SET created_at = (SELECT received_at FROM batches WHERE id = batch_id)
+    WHERE created_at IS NULL AND batch_id IS NOT NULL
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 SEED_INDEX_NAMES = frozenset(re.findall(r"CREATE INDEX IF NOT EXISTS (\w+)", SEED_INDEXES))
 
 
@@ -108,9 +116,15 @@ def migrate(conn: sqlite3.Connection) -> int:
     statements += [MIGRATIONS[v] for v in range(before + 1, SCHEMA_VERSION + 1)]
     with immediate_transaction(conn):
         for script in statements:
+            if script is _V2 and "created_at" not in _columns(conn, "ping_results"):
+                conn.execute("ALTER TABLE ping_results ADD COLUMN created_at DATETIME")
             run_script(conn, script)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     return before
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def index_names(conn: sqlite3.Connection) -> set[str]:
