@@ -16,7 +16,6 @@ import os
 import resource
 import signal
 import sqlite3
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import pytest
 from output_service.services import Services
 from tests.conftest import Running, StartService, make_result
 from tests.service_process import start_service as start_process
+from tests.small_fs import mounted_tmpfs
 
 MAX_POSTS = 2000
 
@@ -35,20 +35,8 @@ MAX_POSTS = 2000
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     """A real 2 MB filesystem, unmounted afterwards."""
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path, "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def storage_errors(services: Services, kind: str) -> float:

@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import make_result
 from tests.service_process import start_service
+from tests.small_fs import mounted_tmpfs
 
 DEADLINE_S = 30
 BATCHES = 20
@@ -32,20 +33,8 @@ BATCHES = 20
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path, "32m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def listing(db_dir: Path) -> dict[str, str]:
