@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from output_service.models import Batch
+from output_service.storage import file_info
 from output_service.storage.schema import migrate
 
 _PING_COLUMNS = (
@@ -284,6 +285,14 @@ class ResultsFile:
         self._next_ping = ping_id
         self._next_trace = trace_id
         return BatchOutcome(count=len(batch.results), failed=failed, body_hash=meta.body_hash)
+
+    def record_start(self, started: float) -> None:
+        """Write the new file's own record of when it started (state live)."""
+        file_info.write_new(self._conn, started)
+
+    def record_state(self, state: file_info.State) -> None:
+        """Record in the file where it is in its life (live, sealing, sealed)."""
+        file_info.set_state(self._conn, state)
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file so the file stands alone."""

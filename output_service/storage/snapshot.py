@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from output_service.storage import file_info
 from output_service.storage.schema import add_sealed_indexes
 from output_service.storage.seam import ReadBusy
 
@@ -58,6 +59,7 @@ def seal(path: Path) -> bool:
     conn = sqlite3.connect(path, isolation_level=None, timeout=CHECKPOINT_WAIT_MS / 1000)
     try:
         built = add_sealed_indexes(conn)
+        file_info.set_state(conn, "sealed")
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             raise SealError(f"readers kept {path.name}'s WAL from being folded in")
