@@ -24,7 +24,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from output_service.storage import file_info
+from output_service.storage import connect, file_info
 from output_service.storage.files import companions
 from output_service.storage.results_file import file_counts, idempotency_keys_since
 from output_service.storage.schema import SCHEMA_VERSION, drop_live_only_indexes, migrate
@@ -86,13 +86,12 @@ def inspect(path: Path, keys_since: str, now: float) -> FileReport:
     makes that one live and seals the others (`make_live`, `snapshot.seal`)."""
     mtime = path.stat().st_mtime  # before anything here writes to it
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = connect.read_write(path)
     except sqlite3.Error as exc:
         if fault_kind(exc) == "corrupt":
             raise UnusableFileError(str(exc)) from None
         raise
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
         problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             raise UnusableFileError("quick_check: " + "; ".join(problems))
@@ -177,7 +176,7 @@ def make_live(path: Path) -> bool:
     Dropping it once at start-up is cheaper than maintaining it for every insert
     until the next rotation, and seal builds it again in one go.
     """
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn = connect.read_write(path)
     try:
         file_info.set_state(conn, "live")
         return drop_live_only_indexes(conn)

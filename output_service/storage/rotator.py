@@ -4,7 +4,7 @@ The writer task runs `rotate()` between groups (after a commit when the size
 or age limit is reached, or when `/rotate` asks), so a batch is never split
 across files and nothing queued is lost: batches that arrive meanwhile wait in
 the queue and go to the new file. The writer is paused only while the new file
-is created; the old one is checkpointed, closed and sealed on another thread
+is created; the old one is closed and sealed on another thread
 afterwards (which builds its hop-IP index: see `schema`), and retention runs
 once that is done.
 """
@@ -140,7 +140,7 @@ class Rotator:
                 continue
             started = asyncio.get_running_loop().time()
             try:
-                built = await asyncio.to_thread(seal, entry.path)
+                built = await asyncio.to_thread(seal, entry.path, self._config.seal_wait_s)
             except Exception as exc:  # the data is there; only the index is not
                 entry.sealed = False  # served through a snapshot, which builds it
                 log.warning("cannot seal a results file", file=entry.name, error=str(exc))
@@ -231,7 +231,7 @@ class Rotator:
     async def _seal(self, file: ResultsFile, entry: FileEntry) -> None:
         started = asyncio.get_running_loop().time()
         try:
-            built = await asyncio.to_thread(_checkpoint_and_close, file)
+            built = await asyncio.to_thread(_close_and_seal, file, self._config.seal_wait_s)
             entry.sealed = True
             took = asyncio.get_running_loop().time() - started
             log.info(
@@ -258,12 +258,12 @@ def _clock_text(moment: float) -> str:
     return utc_text(moment)
 
 
-def _checkpoint_and_close(file: ResultsFile) -> bool:
-    """Fold the writer's WAL in and close it, then seal the file (which builds
-    the hop-IP index); True if the index was built."""
+def _close_and_seal(file: ResultsFile, wait_s: float) -> bool:
+    """Record the old file as being sealed and close the writer's connection to
+    it, then seal it (its hop-IP index, then the one checkpoint); True if the
+    index was built."""
     try:
         file.record_state("sealing")
-        file.checkpoint()
     finally:
         file.close()
-    return seal(file.path)
+    return seal(file.path, wait_s)
