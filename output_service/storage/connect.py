@@ -25,40 +25,27 @@ def read_write(path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> sqlite3
     conn = sqlite3.connect(
         path, isolation_level=None, check_same_thread=False, timeout=busy_timeout_ms / 1000
     )
-    try:
-        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return _with_pragmas(conn, [f"busy_timeout={int(busy_timeout_ms)}"])
 
 
 def writer(
     path: Path, *, synchronous: str, cache_size_mb: int, wal_autocheckpoint: int
 ) -> sqlite3.Connection:
     """The writer's connection to the live file: WAL, its durability and cache."""
-    conn = read_write(path)
-    try:
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={synchronous}")
-        conn.execute(f"PRAGMA cache_size=-{cache_size_mb * 1024}")
-        conn.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    pragmas = [
+        "journal_mode=WAL",
+        f"synchronous={synchronous}",
+        f"cache_size=-{cache_size_mb * 1024}",
+        f"wal_autocheckpoint={wal_autocheckpoint}",
+    ]
+    return _with_pragmas(read_write(path), pragmas)
 
 
 def read_only(path: Path) -> sqlite3.Connection:
     """A connection that cannot write, however it is used (and never creates
     a missing file: opening one that is gone raises)."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return _with_pragmas(conn, [f"busy_timeout={BUSY_TIMEOUT_MS}"])
 
 
 def read_only_async(path: Path) -> aiosqlite.Connection:
@@ -66,3 +53,14 @@ def read_only_async(path: Path) -> aiosqlite.Connection:
     return aiosqlite.connect(
         f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000
     )
+
+
+def _with_pragmas(conn: sqlite3.Connection, pragmas: list[str]) -> sqlite3.Connection:
+    """`conn` with `pragmas` applied, or closed if one fails."""
+    try:
+        for pragma in pragmas:
+            conn.execute(f"PRAGMA {pragma}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
