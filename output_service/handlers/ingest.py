@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from dataclasses import replace
 
 from aiohttp import web
 
-from output_service.handlers.common import SERVICES, json_error, json_reply
+from output_service.handlers import refusals
+from output_service.handlers.common import SERVICES, json_reply
 from output_service.handlers.inflate import (
     ENCODINGS,
     BadEncodingError,
@@ -15,13 +17,15 @@ from output_service.handlers.inflate import (
     Inflater,
 )
 from output_service.handlers.middleware import COUNT
-from output_service.metrics import Metrics
+from output_service.handlers.refusals import Refused
 from output_service.models import (
+    Batch,
     BatchLimitError,
     BatchValidationError,
     InvalidUtf8Error,
     decode_batch,
 )
+from output_service.services import Services
 from output_service.storage import (
     IdempotencyConflictError,
     QueueFullError,
@@ -61,25 +65,12 @@ async def read_body(request: web.Request, limit: int, encoding: str) -> bytes:
     return b"".join(chunks) if inflater is None else inflater.finish()
 
 
-def _reject(request: web.Request, status: int, reason: str, message: str) -> web.Response:
-    """A request over a limit: counted by limit, answered with a JSON error."""
-    metrics = request.app[SERVICES].metrics
-    metrics.rejected_requests.labels(reason=reason).inc()
-    metrics.batches.labels(outcome=reason).inc()
-    return json_error(status, message, limit=reason)
-
-
 def _limit_broken(exc: BatchValidationError) -> str | None:
     """Which length limit an invalid batch broke, if any (msgspec names it "length <=")."""
     for error in exc.errors:
         if "of length <=" in error.reason:
             return "too_many_hops" if error.field.endswith("hops") else "string_too_long"
     return None
-
-
-def _queue_full(metrics: Metrics) -> web.Response:
-    metrics.batches.labels(outcome="queue_full").inc()
-    return json_error(503, "write queue is full, retry later", headers={"Retry-After": "1"})
 
 
 def _accepts_content_type(request: web.Request) -> bool:
@@ -92,61 +83,43 @@ def _accepts_content_type(request: web.Request) -> bool:
 
 async def post_results(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
+    try:
+        return await _store_batch(request, services)
+    except Refused as refused:
+        return refused.refusal.answer(services.metrics)
+
+
+async def _store_batch(request: web.Request, services: Services) -> web.Response:
+    """Read, decode and store one batch; every way to say no raises `Refused`."""
     metrics = services.metrics
     loop = asyncio.get_running_loop()
     started = loop.time()
     if not _accepts_content_type(request):
-        metrics.batches.labels(outcome="unsupported_media_type").inc()
-        return json_error(415, f"Content-Type must be application/json, got {request.content_type}")
+        raise Refused(
+            refusals.unsupported(
+                f"Content-Type must be application/json, got {request.content_type}"
+            )
+        )
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in CONTENT_ENCODINGS:
-        metrics.rejected_requests.labels(reason="unsupported_encoding").inc()
-        metrics.batches.labels(outcome="unsupported_media_type").inc()
-        return json_error(415, "Content-Encoding must be gzip, deflate or identity")
+        raise Refused(
+            refusals.unsupported(
+                "Content-Encoding must be gzip, deflate or identity", limit="unsupported_encoding"
+            )
+        )
     if services.storage.queue_full:  # refuse before paying to read and decode the body
-        return _queue_full(metrics)
+        raise Refused(refusals.QUEUE_FULL)
     config = services.config
     limit = int(config.max_body_mb * 1024 * 1024)
-    try:
-        async with asyncio.timeout(config.read_timeout_s):
-            body = await read_body(request, limit, encoding)
-    except BodyTooLargeError as exc:
-        return _reject(request, 413, exc.reason, f"body larger than {limit} bytes (max_body_mb)")
-    except BadEncodingError as exc:
-        metrics.rejected_requests.labels(reason="bad_encoding").inc()
-        metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, str(exc), encoding=exc.encoding)
-    except TimeoutError:
-        response = _reject(
-            request, 408, "read_timeout", f"body not received within {config.read_timeout_s} s"
-        )
-        response.force_close()
-        return response
-    except web.RequestPayloadError:  # e.g. broken chunked framing
-        metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, "body could not be read")
+    body = await _read_within_limits(request, limit, encoding, config.read_timeout_s)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
-        metrics.batches.labels(outcome="invalid").inc()
-        return json_error(
-            400, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+        raise Refused(
+            refusals.invalid(
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+            )
         )
-    try:
-        batch = decode_batch(body, config.max_batch_results)
-    except BatchLimitError as exc:
-        status = 413 if exc.reason == "too_many_results" else 400
-        return _reject(request, status, exc.reason, exc.errors[0].reason)
-    except InvalidUtf8Error as exc:  # the offset is in the body as inflated
-        metrics.rejected_requests.labels(reason="invalid_utf8").inc()
-        metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, exc.message, offset=exc.offset)
-    except BatchValidationError as exc:
-        errors = [e.to_json() for e in exc.errors]
-        reason = _limit_broken(exc)
-        if reason is not None:
-            metrics.rejected_requests.labels(reason=reason).inc()
-        metrics.batches.labels(outcome="invalid").inc()
-        return json_error(400, "invalid batch", errors=errors)
+    batch = _decode(body, config.max_batch_results)
     try:
         result = await services.storage.submit(
             batch,
@@ -156,21 +129,13 @@ async def post_results(request: web.Request) -> web.Response:
             body_hash=hashlib.sha256(body).hexdigest() if key is not None else None,
         )
     except QueueFullError:
-        return _queue_full(metrics)
+        raise Refused(refusals.QUEUE_FULL) from None
     except WriterClosedError:
-        metrics.batches.labels(outcome="shutting_down").inc()
-        return json_error(503, "shutting down, retry later", headers={"Retry-After": "5"})
+        raise Refused(refusals.SHUTTING_DOWN) from None
     except StorageError as exc:
-        metrics.batches.labels(outcome="storage_error").inc()
-        status = 507 if exc.kind == "disk_full" else 503
-        return json_error(
-            status,
-            f"storage error, nothing stored: {exc}",
-            headers={"Retry-After": "30" if status == 507 else "5"},
-        )
+        raise Refused(refusals.storage_failed(str(exc), exc.kind == "disk_full")) from None
     except IdempotencyConflictError as exc:
-        metrics.batches.labels(outcome="idempotency_conflict").inc()
-        return json_error(422, str(exc))
+        raise Refused(refusals.idempotency_conflict(str(exc))) from None
     request[COUNT] = result.count
     headers = {"Idempotent-Replayed": "true"} if result.duplicate else None
     if result.duplicate:
@@ -180,3 +145,38 @@ async def post_results(request: web.Request) -> web.Response:
         metrics.batch_size.observe(result.count)
         metrics.ingest_latency.observe(loop.time() - started)
     return json_reply({"status": "ok", "received": result.count}, headers=headers)
+
+
+async def _read_within_limits(
+    request: web.Request, limit: int, encoding: str, timeout_s: float
+) -> bytes:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await read_body(request, limit, encoding)
+    except BodyTooLargeError as exc:
+        message = f"body larger than {limit} bytes (max_body_mb)"
+        raise Refused(refusals.over_limit(413, exc.reason, message)) from None
+    except BadEncodingError as exc:
+        refusal = refusals.invalid(str(exc), limit="bad_encoding", encoding=exc.encoding)
+        raise Refused(refusal) from None
+    except TimeoutError:
+        message = f"body not received within {timeout_s} s"
+        refusal = replace(refusals.over_limit(408, "read_timeout", message), close=True)
+        raise Refused(refusal) from None
+    except web.RequestPayloadError:  # e.g. broken chunked framing
+        raise Refused(refusals.invalid("body could not be read")) from None
+
+
+def _decode(body: bytes, max_results: int) -> Batch:
+    try:
+        return decode_batch(body, max_results)
+    except BatchLimitError as exc:
+        status = 413 if exc.reason == "too_many_results" else 400
+        raise Refused(refusals.over_limit(status, exc.reason, exc.errors[0].reason)) from None
+    except InvalidUtf8Error as exc:  # the offset is in the body as inflated
+        refusal = refusals.invalid(exc.message, limit="invalid_utf8", offset=exc.offset)
+        raise Refused(refusal) from None
+    except BatchValidationError as exc:
+        errors = [e.to_json() for e in exc.errors]
+        refusal = refusals.invalid("invalid batch", limit=_limit_broken(exc), errors=errors)
+        raise Refused(refusal) from None
