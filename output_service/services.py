@@ -54,7 +54,10 @@ class Services:
         if config.storage == "postgres":
             # the hop loop lives in the shared database (outbox rows in the results'
             # transaction, a sender per instance): no state.db, no HopFeedback
-            return cls(config, metrics, _postgres(config, metrics, clock), clock, clock())
+            pg = _postgres(config, metrics, clock)
+            services = cls(config, metrics, pg, clock, clock())
+            services.serve_reads(pg.store.reads, pg.store.reads.gate)
+            return services
         hops = HopFeedback(config, metrics, clock) if config.input_url else None
         storage = Storage(
             config, metrics, clock, before_commit=hops.before_commit if hops else None
@@ -67,8 +70,13 @@ class Services:
     def build_reads(self) -> None:
         """The SQLite reads over every retained file (db_dir, newest first)."""
         cfg = self.config
-        self.read_gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
-        reads = SqliteReads(lambda: results_files(cfg.db_dir)[::-1], self.read_gate)
+        gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
+        self.serve_reads(SqliteReads(lambda: results_files(cfg.db_dir)[::-1], gate), gate)
+
+    def serve_reads(self, reads: Reads, gate: ReadGate) -> None:
+        """The query API's reads (any backend's), bounded by `gate`; the silent-nodes gauge."""
+        cfg = self.config
+        self.read_gate = gate
         self.reads = reads
         self.silent_nodes = SilentNodes(
             lambda: reads.nodes(cfg.node_silent_after_s, self.clock()),
