@@ -8,7 +8,7 @@ one storage and one registry.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,8 @@ class Services:
     read_gate: ReadGate | None = None
     reads: Reads | None = None
     silent_nodes: SilentNodes | None = None
+    # /api/hops from a backend that keeps the hop tables itself (postgres)
+    hop_listing: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None
 
     @classmethod
     def build(
@@ -57,6 +59,8 @@ class Services:
             pg = _postgres(config, metrics, clock)
             services = cls(config, metrics, pg, clock, clock())
             services.serve_reads(pg.store.reads, pg.store.reads.gate)
+            if config.input_url:
+                services.hop_listing = pg.store.reads.hops
             return services
         hops = HopFeedback(config, metrics, clock) if config.input_url else None
         storage = Storage(

@@ -7,6 +7,7 @@ API's tests join here as those reads land on the postgres backend.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Running, StartService, make_result
+from tests.hops_input import InputService, Reply
 from tests.pg_load import results
 from tests.test_api import P1, P2, A, B, _post, _ts, get, nearest, seed_a_n1, seed_a_n2, seed_b
 
@@ -271,3 +273,66 @@ async def test_bad_parameters_are_400(start_backend: StartService, path: str) ->
     else:
         assert resp.status == 400, body
         assert body["status"] == "error" and body["error"]
+
+
+HOPS_FAST = {
+    "hops_flush_interval_s": 0.01,
+    "hops_backoff_base_s": 0.001,
+    "hops_backoff_max_s": 0.01,
+}
+
+
+def _traced(ip: str, *path: str) -> dict[str, Any]:
+    result = make_result(ip)
+    result["traceroute"] = {
+        "method": "icmp",
+        "completed": True,
+        "hops": [{"ttl": i + 1, "ip": hop, "rtt": 1000} for i, hop in enumerate(path)],
+    }
+    return result
+
+
+async def test_hops_listing(start_backend: StartService) -> None:
+    """Delivered hops and a dead letter, listed alike by both backends (the loop on,
+    a real loopback input service)."""
+    sink = await InputService().start()
+    try:
+        service = await start_backend(input_url=sink.url, **HOPS_FAST)
+        await _post(service, [_traced("192.0.2.1", "198.51.100.3", "198.51.100.1")], "n1")
+        await _post(service, [_traced("192.0.2.2", "198.51.100.2", "198.51.100.1")], "n1")
+        await sink.wait_for_hops(3)
+
+        async def settled(want_depth: int, want_dead: int) -> dict[str, Any]:
+            deadline = time.monotonic() + 15
+            while True:
+                body: dict[str, Any] = await get(service, "/api/hops")
+                waiting = sum(h["waiting"] for h in body["hops"])
+                done = body["outbox_depth"] == want_depth == waiting
+                if done and body["dead_letters_total"] == want_dead:
+                    return body
+                assert time.monotonic() < deadline, body
+                await asyncio.sleep(0.02)
+
+        body = await settled(0, 0)
+        assert body["discovered"] == 3 and body["dead_letters"] == [] and body["next"] is None
+        assert [h["ip"] for h in body["hops"]] == ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        assert all(h["delivered"] and not h["waiting"] for h in body["hops"]), body
+        assert all(h["last_queued"].endswith("Z") for h in body["hops"])
+        sink.replies.append(Reply(400, "not a target we take"))
+        await _post(service, [_traced("192.0.2.3", "198.51.100.9")], "n1")
+        body = await settled(0, 1)
+        assert [(d["ip"], d["status"], d["response"]) for d in body["dead_letters"]] == [
+            ("198.51.100.9", 400, "not a target we take")
+        ]
+        page = await service.health.get("/api/hops?limit=2&offset=1")
+        assert page.status == 200
+        listed = await page.json()
+        assert [h["ip"] for h in listed["hops"]] == ["198.51.100.2", "198.51.100.3"]
+        assert listed["next_offset"] == 3 and page.headers["Link"].endswith('rel="next"')
+        last = await get(service, "/api/hops?offset=3")
+        assert [(h["ip"], h["dead_lettered"], h["delivered"]) for h in last["hops"]] == [
+            ("198.51.100.9", True, False)
+        ]
+        assert (await service.health.get("/api/hops?limit=-1")).status == 400
+    finally:
+        await sink.close()

@@ -26,6 +26,7 @@ from output_service.insight.stats import loss_pct
 from output_service.insight.summaries import merge_nodes, series, sort_targets
 from output_service.storage.postgres import queries, recent
 from output_service.storage.postgres.connection import Conn
+from output_service.storage.postgres.hop_listing import hop_listing
 from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import (
     BadQuery,
@@ -133,6 +134,10 @@ class PgReads:
             return [tuple(r) for r in batch_rows], [tuple(r) for r in result_rows]
 
         return merge_nodes([await self._read(both)], silent_after_s, now)
+
+    async def hops(self, limit: int, offset: int) -> dict[str, Any]:
+        """/api/hops from the shared hop tables (the same reply shape as on SQLite)."""
+        return await self._read(lambda c, t: hop_listing(c, limit, offset, t))
 
 
 def _target(r: asyncpg.Record) -> dict[str, Any]:
