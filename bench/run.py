@@ -281,7 +281,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--open-duration", type=float, default=5.0)
     parser.add_argument("--ceiling-results", type=int, default=80000)
-    parser.add_argument("--only", default="", help="run only cells whose key contains this")
+    parser.add_argument(
+        "--only", default="", help="run only cells whose key contains this (or any of a,b,...)"
+    )
     parser.add_argument(
         "--variants", default="", help="compare the service with bench.variant_service variants"
     )
@@ -290,7 +292,8 @@ def main() -> None:
         args.runs, args.duration, args.warmup = 1, 1.5, 0.3
         args.open_duration, args.ceiling_results = 3.0, 40000
     chosen = variant_matrix(args.variants.split(",")) if args.variants else matrix()
-    cells = [c for c in chosen if args.only in c.key]
+    wanted = args.only.split(",")  # any of the comma-separated parts
+    cells = [c for c in chosen if any(part in c.key for part in wanted)]
     OUT.mkdir(exist_ok=True)
     started = time.monotonic()
     print("preparing request bodies (cached in .bench/)", file=sys.stderr, flush=True)
