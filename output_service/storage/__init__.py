@@ -211,6 +211,11 @@ class Storage:
         return self.writer.file.path
 
     @property
+    def archive(self) -> Storage:
+        """The file capability (rotate, files, dump): this backend has it."""
+        return self
+
+    @property
     def total_results(self) -> int:
         return self._registry.totals()[0]
 
