@@ -50,6 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from output_service.tools import ship
 
         return ship.main(args[1:])
+    if args[:1] == ["merge"]:  # results files from several instances into one
+        from output_service.tools import merge
+
+        return merge.main(args[1:])
     if args[:1] and args[0] in ("check", "export", "post"):  # file tools
         from output_service.tools import files
 

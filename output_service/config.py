@@ -96,6 +96,9 @@ class Config:
     )
     cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
     wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints", minimum=0)
+    seal_wait_s: float = _setting(
+        5.0, "sealing a rotated file waits this long for its readers to let go", positive=True
+    )
     shutdown_grace_s: float = _setting(8.0, "seconds to drain on SIGTERM before closing", minimum=0)
     # The hop feedback loop (all inert when input_url is "")
     hops_exclude_private: bool = _setting(

@@ -8,11 +8,9 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-import pytest
 from structlog.testing import capture_logs
 
 from output_service.config import Config
-from output_service.storage import snapshot
 from output_service.storage.files import results_files
 from output_service.storage.schema import SCHEMA_VERSION
 from tests.conftest import Running, StartService, query
@@ -222,14 +220,13 @@ async def test_readers_keep_reading_while_the_old_file_is_sealed(
 
 
 async def test_a_reader_that_holds_on_leaves_the_file_unsealed_until_start_up(
-    start_service: StartService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start_service: StartService, tmp_path: Path
 ) -> None:
     """When a read transaction keeps the WAL (with the new index) from being
     folded in, the file is not marked sealed: `/dump?file=` then serves a
     snapshot (with the index), and the next start-up finishes the seal."""
-    monkeypatch.setattr(snapshot, "CHECKPOINT_WAIT_MS", 50)
     clock = FakeClock()
-    running = await start_service(clock=clock)
+    running = await start_service(clock=clock, seal_wait_s=0.05)
     first = running.db_file
     await post(running, batch(1, 2, hops=3))
     reader = sqlite3.connect(f"{first.resolve().as_uri()}?mode=ro", uri=True)

@@ -5,6 +5,12 @@ Synchronous on purpose: the writer thread uses one connection (inside the
 results group, before the results commit) and the sender another, from a worker
 thread; WAL lets the sender read and delete while the writer inserts, and every
 transaction here is short so neither waits long on the other.
+
+Times are RFC 3339 UTC text with microseconds (`2026-11-23T08:00:00.123456Z`),
+the format of the results files and the JSON replies: fixed width, so text
+order is time order. Version 1 stored Unix floats; `_migrate` rewrites such a
+file in one transaction at start-up (a crash leaves version 1, and the next
+start migrates again).
 """
 
 from __future__ import annotations
@@ -12,38 +18,66 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from output_service.storage.files import utc_text
 from output_service.storage.schema import SchemaError
 from output_service.storage.sqlite import immediate_transaction, run_script
 
 STATE_FILE = "state.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # AUTOINCREMENT: ids are never reused, so "smallest id" is "oldest" even after
 # the outbox was emptied, and a row the sender read is never confused with a
 # newer row that took its id.
-_V1 = """
-CREATE TABLE seen (ip TEXT PRIMARY KEY, queued_at REAL NOT NULL) WITHOUT ROWID;
-CREATE TABLE outbox (
+_TABLES = """
+CREATE TABLE seen{v} (ip TEXT PRIMARY KEY, queued_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE outbox{v} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ip TEXT NOT NULL UNIQUE,
-    queued_at REAL NOT NULL
+    queued_at TEXT NOT NULL
 );
-CREATE TABLE dead_letters (
+CREATE TABLE dead_letters{v} (
     id INTEGER PRIMARY KEY,
     ip TEXT NOT NULL,
-    queued_at REAL NOT NULL,
-    failed_at REAL NOT NULL,
+    queued_at TEXT NOT NULL,
+    failed_at TEXT NOT NULL,
     status INTEGER NOT NULL,
     response TEXT
-);
+)
+"""
+_CREATE = (
+    _TABLES.format(v="")
+    + """;
 CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO counters (name, value) VALUES ('discovered', 0), ('sent', 0), ('dropped', 0),
     ('dead_lettered', 0)
 """
+)
+# Version 1 (Unix float seconds) to 2 (RFC 3339 text): new tables, rows copied
+# through rfc3339(), old tables dropped, new ones renamed; the outbox keeps its
+# AUTOINCREMENT high-water mark, so no id is ever handed out twice.
+_V1_TO_V2 = (
+    _TABLES.format(v="_v2")
+    + """;
+INSERT INTO seen_v2 (ip, queued_at) SELECT ip, rfc3339(queued_at) FROM seen;
+INSERT INTO outbox_v2 (id, ip, queued_at) SELECT id, ip, rfc3339(queued_at) FROM outbox;
+INSERT INTO dead_letters_v2 (id, ip, queued_at, failed_at, status, response)
+    SELECT id, ip, rfc3339(queued_at), rfc3339(failed_at), status, response FROM dead_letters;
+UPDATE sqlite_sequence SET seq = max(seq, coalesce(
+    (SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0)) WHERE name = 'outbox_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_v2', seq FROM sqlite_sequence
+    WHERE name = 'outbox' AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox_v2');
+DROP TABLE seen;
+DROP TABLE outbox;
+DROP TABLE dead_letters;
+ALTER TABLE seen_v2 RENAME TO seen;
+ALTER TABLE outbox_v2 RENAME TO outbox;
+ALTER TABLE dead_letters_v2 RENAME TO dead_letters
+"""
+)
 
 _UPSERT_SEEN = (
     "INSERT INTO seen (ip, queued_at) VALUES (?, ?)"
@@ -101,7 +135,7 @@ class StateDB:
             chunk = wanted[start : start + _LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT ip, queued_at FROM seen WHERE ip IN ({marks})"
-            found.update((str(ip), float(at)) for ip, at in self._conn.execute(sql, chunk))
+            found.update((str(ip), moment(at)) for ip, at in self._conn.execute(sql, chunk))
         return found
 
     def queue(self, ips: Sequence[str], now: float, cap: int, depth: int) -> tuple[int, list[str]]:
@@ -110,12 +144,13 @@ class StateDB:
         and forget them from the seen-set (so a later traceroute queues them again).
         Returns (rows added, addresses dropped)."""
         conn = self._conn
+        at = utc_text(now)
         with immediate_transaction(conn):
-            conn.executemany(_UPSERT_SEEN, [(ip, now) for ip in ips])
+            conn.executemany(_UPSERT_SEEN, [(ip, at) for ip in ips])
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO outbox (ip, queued_at) VALUES (?, ?)",
-                [(ip, now) for ip in ips],
+                [(ip, at) for ip in ips],
             )
             added = conn.total_changes - before
             dropped: list[str] = []
@@ -140,7 +175,7 @@ class StateDB:
         rows = self._conn.execute(
             "SELECT id, ip, queued_at FROM outbox ORDER BY id LIMIT ?", (limit,)
         ).fetchall()
-        return [Waiting(int(i), str(ip), float(at)) for i, ip, at in rows]
+        return [Waiting(int(i), str(ip), moment(at)) for i, ip, at in rows]
 
     def mark_sent(self, hops: Sequence[Waiting]) -> int:
         """Remove delivered hops from the outbox; returns how many were still there."""
@@ -148,7 +183,8 @@ class StateDB:
 
     def dead_letter(self, hops: Sequence[Waiting], status: int, response: str, now: float) -> int:
         """Move refused hops from the outbox to dead_letters, with the refusal."""
-        rows: list[tuple[object, ...]] = [(status, response, now, h.id) for h in hops]
+        failed_at = utc_text(now)
+        rows: list[tuple[object, ...]] = [(status, response, failed_at, h.id) for h in hops]
         return self._remove(
             hops,
             "dead_lettered",
@@ -184,8 +220,22 @@ class StateDB:
         return {str(n): int(v) for n, v in self._conn.execute("SELECT name, value FROM counters")}
 
 
+def moment(text: str) -> float:
+    """Unix seconds of a stored RFC 3339 time."""
+    return datetime.fromisoformat(text).timestamp()
+
+
+def _rfc3339(value: str | int | float | None) -> str | None:
+    """The migration's conversion: a version 1 float becomes RFC 3339 text."""
+    if isinstance(value, int | float):
+        return utc_text(float(value))
+    return value  # NULL, or already text: left as it is
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Create the schema on a new file; refuse a file from a newer version."""
+    """Create the schema on a new file, bring a version 1 file to version 2, and
+    refuse a file from a newer version. The version is read again inside the
+    write transaction, so two connections opening at once migrate only once."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version > SCHEMA_VERSION:
         raise StateSchemaError(
@@ -193,8 +243,13 @@ def _migrate(conn: sqlite3.Connection) -> None:
         )
     if version == SCHEMA_VERSION:
         return
+    conn.create_function("rfc3339", 1, _rfc3339, deterministic=True)
     with immediate_transaction(conn):
-        run_script(conn, _V1)
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0:
+            run_script(conn, _CREATE)
+        elif version == 1:
+            run_script(conn, _V1_TO_V2)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
@@ -202,7 +257,8 @@ def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
     """/api/hops, read on its own read-only connection: discovered hops (by address)
     with when they were last queued and whether they are delivered (neither waiting
     nor dead-lettered), the outbox depth, and the dead letters with the input
-    service's reply. state.db keeps no first-seen time, so none is shown."""
+    service's reply (times as stored: RFC 3339 UTC). state.db keeps no first-seen
+    time, so none is shown."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     try:
         rows = conn.execute(
@@ -227,7 +283,7 @@ def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
         "hops": [
             {
                 "ip": ip,
-                "last_queued": _utc(queued),
+                "last_queued": queued,
                 "waiting": bool(waiting),
                 "dead_lettered": bool(dead_lettered),
                 "delivered": not waiting and not dead_lettered,
@@ -238,8 +294,8 @@ def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
         "dead_letters": [
             {
                 "ip": ip,
-                "queued_at": _utc(q),
-                "failed_at": _utc(f),
+                "queued_at": q,
+                "failed_at": f,
                 "status": status,
                 "response": response,
             }
@@ -247,11 +303,3 @@ def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
         ],
         "next_offset": offset + limit if len(rows) > limit else None,
     }
-
-
-def _utc(moment: float) -> str:
-    return (
-        datetime.fromtimestamp(moment, UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
-    )

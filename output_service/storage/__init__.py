@@ -121,8 +121,9 @@ class Storage:
         config = self._config
         try:
             await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
+            now = self._clock()
             found = await self._catalog.load(
-                self._idempotency, self._clock() - self._idempotency.window_s
+                self._idempotency, now - self._idempotency.window_s, now
             )
             self.last_result_time = self._catalog.last_received  # /stats after a restart
             keys = await asyncio.to_thread(KeyIndex.open, config.db_dir / KEYS_FILE)

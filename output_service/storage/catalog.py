@@ -23,7 +23,6 @@ from output_service.metrics import Metrics
 from output_service.storage import inventory, reader
 from output_service.storage.files import (
     RESULTS_FILE,
-    created_at,
     results_files,
     size_on_disk,
     utc_text,
@@ -70,10 +69,12 @@ class Catalog:
         self.dump_slots = DumpSlots(config.max_concurrent_dumps)
 
     async def load(
-        self, idempotency: IdempotencyCache, keys_since: float
+        self, idempotency: IdempotencyCache, keys_since: float, now: float
     ) -> list[tuple[str, int, str | None, str]]:
         """Register every usable results file in `db_dir`, oldest first, and
         remember its idempotency keys; move the unusable ones to quarantine.
+        Each file's start is what it records (`file_info`, given to files from
+        before it), a start after `now` brought back to `now`.
         Returns every key of the window found in the files (oldest first)."""
         db_dir = self._config.db_dir
         since = utc_text(keys_since)
@@ -81,7 +82,7 @@ class Catalog:
         corrupt: list[tuple[Path, str]] = []
         for path in await asyncio.to_thread(results_files, db_dir):
             try:
-                reports.append(await asyncio.to_thread(inventory.inspect, path, since))
+                reports.append(await asyncio.to_thread(inventory.inspect, path, since, now))
             except inventory.UnusableFileError as exc:
                 corrupt.append((path, str(exc)))
             except (OSError, sqlite3.Error) as exc:  # the disk or a lock, not the file
@@ -97,7 +98,15 @@ class Catalog:
                 moved_to=str(moved.relative_to(db_dir)),
             )
         for report in reports:
-            self._registry.add(FileEntry(report.path, report.results, report.failed, sealed=True))
+            entry = FileEntry(
+                report.path,
+                started=report.started,
+                started_in_future=report.started_in_future,
+                results=report.results,
+                failed=report.failed,
+                sealed=True,
+            )
+            self._registry.add(entry)
             for key, count, body_hash, received_at in report.keys:
                 moment = datetime.fromisoformat(received_at).timestamp()
                 idempotency.remember(key, count, body_hash, moment)
@@ -111,10 +120,15 @@ class Catalog:
         result also names its file."""
         found: list[dict[str, Any]] = []
         for entry in reversed(self._registry.entries):
-            if entry.retired:
+            if entry.retired or not self._on_disk(entry):
                 continue
             with self._registry.use(entry):
-                rows = await reader.recent_results(entry.path, limit - len(found), ip)
+                try:
+                    rows = await reader.recent_results(entry.path, limit - len(found), ip)
+                except sqlite3.OperationalError:
+                    if self._on_disk(entry):
+                        raise
+                    continue  # deleted by hand while we read
             for row in rows:
                 row["file"] = entry.name
             found.extend(rows)
@@ -127,12 +141,17 @@ class Catalog:
         listing: list[dict[str, Any]] = []
         current = self._registry.current
         for entry in self._registry.entries:
-            if entry.retired:
+            if entry.retired or not self._on_disk(entry):
                 continue
             with self._registry.use(entry):
                 span = entry.span
                 if span is None:
-                    span = await asyncio.to_thread(result_span, entry.path)
+                    try:
+                        span = await asyncio.to_thread(result_span, entry.path)
+                    except sqlite3.OperationalError:
+                        if self._on_disk(entry):
+                            raise
+                        continue  # deleted by hand while we read
                     if entry.sealed:  # a sealed file never changes: ask once
                         entry.span = span
                 size = size_on_disk(entry.path)
@@ -143,7 +162,7 @@ class Catalog:
                     "results": entry.results,
                     "first_result": span[0],
                     "last_result": span[1],
-                    "created": utc_text(created_at(entry.name)),
+                    "created": utc_text(entry.started),
                     "current": entry is current,
                 }
             )
@@ -169,6 +188,9 @@ class Catalog:
                     if entry.sealed:
                         try:
                             size = link_or_copy(entry.path, temp)
+                        except FileNotFoundError:  # deleted by hand just now
+                            self._on_disk(entry)
+                            raise UnknownFileError(f"no retained file named {name}") from None
                         except OSError:  # no hard links here: serve it as it is, held
                             yield Dump(entry.path, entry.name, entry.path.stat().st_size)
                             return
@@ -195,6 +217,14 @@ class Catalog:
         if not RESULTS_FILE.fullmatch(name):
             raise InvalidFileNameError(f"not a results file name: {name!r}")
         entry = self._registry.get(name)
-        if entry is None or entry.retired:
+        if entry is None or entry.retired or not self._on_disk(entry):
             raise UnknownFileError(f"no retained file named {name}")
         return entry
+
+    def _on_disk(self, entry: FileEntry) -> bool:
+        """False for a file deleted by hand, which is then forgotten (the
+        current file is the writer's to restore, so it always counts)."""
+        if entry is self._registry.current or entry.path.exists():
+            return True
+        self._registry.forget(entry)
+        return False

@@ -36,15 +36,30 @@ def created_at(name: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%d_%H-%M-%S").replace(tzinfo=UTC).timestamp()
 
 
+def name_time(name: str) -> float | None:
+    """The moment a results file's name shows, or None when it shows no real
+    date (`results_2026-02-30_...`): names are for people, and a name is
+    never trusted to be one."""
+    try:
+        return created_at(name)
+    except ValueError:
+        return None
+
+
 def next_file_name(now: float, current: str | None, taken: set[str]) -> str:
     """The name of the file after `current`: named for `now`, but never sorting
-    before `current` even if the clock stepped back, so "newest" stays "last"."""
-    moment = now if current is None else max(now, created_at(current))
-    taken = set(taken)
+    before `current` even if the clock stepped back, so "newest" stays "last"
+    (the order readers page through files in)."""
+    shown = None if current is None else name_time(current)
+    moment = now if shown is None else max(now, shown)
     name = file_name_for(moment, taken)
-    while current is not None and name_key(name) <= name_key(current):
-        taken.add(name)
-        name = file_name_for(moment, taken)
+    if current is None or name_key(name) > name_key(current):
+        return name
+    # same second, or a name that shows no date: the next suffix of `current`'s stamp
+    stamp, suffix = name_key(current)
+    suffix += 1
+    while (name := f"results_{stamp}_{suffix}.db") in taken:
+        suffix += 1
     return name
 
 

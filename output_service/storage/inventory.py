@@ -24,6 +24,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from output_service.storage import connect, file_info
 from output_service.storage.files import companions
 from output_service.storage.results_file import file_counts, idempotency_keys_since
 from output_service.storage.schema import SCHEMA_VERSION, drop_live_only_indexes, migrate
@@ -58,6 +59,8 @@ class FileReport:
     failed: int
     keys: list[IdempotencyRow] = field(default_factory=list)
     last_received: str | None = None  # arrival of the file's newest stored batch
+    started: float = 0.0  # as the file records it (`file_info`)
+    started_in_future: bool = False
 
 
 def temp_dir(db_dir: Path) -> Path:
@@ -75,20 +78,20 @@ def prepare_dir(db_dir: Path) -> None:
     temp_dir(db_dir)
 
 
-def inspect(path: Path, keys_since: str) -> FileReport:
+def inspect(path: Path, keys_since: str, now: float) -> FileReport:
     """Check, migrate and count one file, and leave it sealed (rollback-journal
     mode, so read-only readers create no `-wal`/`-shm` beside it; the file that
     is continued is switched back to WAL when the writer opens it). Indexes
     are left as they are: once the rotator knows which file is continued, it
     makes that one live and seals the others (`make_live`, `snapshot.seal`)."""
+    mtime = path.stat().st_mtime  # before anything here writes to it
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = connect.read_write(path)
     except sqlite3.Error as exc:
         if fault_kind(exc) == "corrupt":
             raise UnusableFileError(str(exc)) from None
         raise
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
         problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:
             raise UnusableFileError("quick_check: " + "; ".join(problems))
@@ -96,6 +99,7 @@ def inspect(path: Path, keys_since: str) -> FileReport:
             raise UnusableFileError("no ping_results table")
         if int(conn.execute("PRAGMA user_version").fetchone()[0]) < SCHEMA_VERSION:
             migrate(conn)
+        info, in_future = file_info.ensure(conn, path, now, mtime)
         counts = file_counts(conn)
         keys = idempotency_keys_since(conn, keys_since)
         last = conn.execute(
@@ -108,7 +112,7 @@ def inspect(path: Path, keys_since: str) -> FileReport:
         raise
     finally:
         conn.close()
-    return FileReport(path, counts.results, counts.failed, keys, last)
+    return FileReport(path, counts.results, counts.failed, keys, last, info.started, in_future)
 
 
 def fault_kind(exc: BaseException) -> str:
@@ -172,8 +176,9 @@ def make_live(path: Path) -> bool:
     Dropping it once at start-up is cheaper than maintaining it for every insert
     until the next rotation, and seal builds it again in one go.
     """
-    conn = sqlite3.connect(path, isolation_level=None, timeout=5.0)
+    conn = connect.read_write(path)
     try:
+        file_info.set_state(conn, "live")
         return drop_live_only_indexes(conn)
     finally:
         conn.close()

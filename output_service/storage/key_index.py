@@ -22,6 +22,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from output_service.storage import connect
+
 KeyRow = tuple[str, int, str | None, str]  # key, result count, body hash, received_at
 _LOOKUP_CHUNK = 500
 
@@ -51,9 +53,8 @@ class KeyIndex:
 
     @classmethod
     def open(cls, path: Path) -> KeyIndex:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = connect.read_write(path)
         try:
-            conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")

@@ -15,6 +15,7 @@ from typing import Any
 import aiosqlite
 
 from output_service.models import hops_were_null
+from output_service.storage import connect
 
 _RECENT = (
     "SELECT p.id, p.ip, p.sent, p.received, p.packet_loss, p.avg_rtt, p.timestamp, p.error,"
@@ -25,8 +26,7 @@ _RECENT = (
 @contextlib.asynccontextmanager
 async def read_only(path: Path) -> AsyncIterator[aiosqlite.Connection]:
     """A connection that cannot write, however it is used."""
-    async with aiosqlite.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as conn:
-        await conn.execute("PRAGMA busy_timeout=5000")
+    async with connect.read_only_async(path) as conn:
         yield conn
 
 

@@ -27,6 +27,10 @@ class FileEntry:
     """One results file and what the service knows about it without a query."""
 
     path: Path
+    # when the file was started, as it records itself (`file_info`)
+    started: float = 0.0
+    # the file recorded a start after the clock at start-up (then set to now)
+    started_in_future: bool = False
     results: int = 0
     failed: int = 0
     # Checkpointed and closed: no writer holds it, so it can be served as is.
@@ -110,6 +114,16 @@ class FileRegistry:
             else:
                 log.info("retention deferred", file=entry.name, readers=entry.readers)
         return retired
+
+    def forget(self, entry: FileEntry) -> bool:
+        """Drop a file that was deleted by hand (never the current one, which
+        the writer restores). True if it was retained until now."""
+        if entry not in self._entries or entry is self.current:
+            return False
+        self._entries.remove(entry)
+        entry.retired = True
+        log.warning("results file gone from the disk", file=entry.name, results=entry.results)
+        return True
 
     def _delete(self, entry: FileEntry) -> None:
         for path in (entry.path, *companions(entry.path)):

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from output_service.models import Batch
+from output_service.storage import connect, file_info
 from output_service.storage.schema import migrate
 
 _PING_COLUMNS = (
@@ -129,13 +130,13 @@ class ResultsFile:
         cls, path: Path, *, synchronous: str, cache_size_mb: int, wal_autocheckpoint: int
     ) -> ResultsFile:
         """Open (creating or migrating) a results file for writing."""
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = connect.writer(
+            path,
+            synchronous=synchronous,
+            cache_size_mb=cache_size_mb,
+            wal_autocheckpoint=wal_autocheckpoint,
+        )
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute(f"PRAGMA cache_size=-{cache_size_mb * 1024}")
-            conn.execute(f"PRAGMA wal_autocheckpoint={wal_autocheckpoint}")
-            conn.execute("PRAGMA busy_timeout=5000")
             migrate(conn)
         except BaseException:
             conn.close()
@@ -285,8 +286,17 @@ class ResultsFile:
         self._next_trace = trace_id
         return BatchOutcome(count=len(batch.results), failed=failed, body_hash=meta.body_hash)
 
+    def record_start(self, started: float) -> None:
+        """Write the new file's own record of when it started (state live)."""
+        file_info.write_new(self._conn, started)
+
+    def record_state(self, state: file_info.State) -> None:
+        """Record in the file where it is in its life (live, sealing, sealed)."""
+        file_info.set_state(self._conn, state)
+
     def checkpoint(self) -> None:
-        """Fold the WAL into the main file so the file stands alone."""
+        """Fold the WAL into the main file so the file stands alone (bench
+        tools; the service's one checkpoint of a file is in `seal`)."""
         self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:

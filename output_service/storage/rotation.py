@@ -21,6 +21,9 @@ class Reason(StrEnum):
     SIZE = "size"
     AGE = "age"
     MANUAL = "manual"
+    # at start-up, the newest file records a start after now (the clock stepped
+    # back): it is sealed rather than continued
+    CLOCK = "clock"
 
 
 @dataclass(frozen=True, slots=True)

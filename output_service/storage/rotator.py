@@ -4,7 +4,7 @@ The writer task runs `rotate()` between groups (after a commit when the size
 or age limit is reached, or when `/rotate` asks), so a batch is never split
 across files and nothing queued is lost: batches that arrive meanwhile wait in
 the queue and go to the new file. The writer is paused only while the new file
-is created; the old one is checkpointed, closed and sealed on another thread
+is created; the old one is closed and sealed on another thread
 afterwards (which builds its hop-IP index: see `schema`), and retention runs
 once that is done.
 """
@@ -20,7 +20,7 @@ import structlog
 
 from output_service.config import Config
 from output_service.metrics import Metrics
-from output_service.storage.files import created_at, next_file_name, size_on_disk, utc_text
+from output_service.storage.files import next_file_name, size_on_disk, utc_text
 from output_service.storage.inventory import make_live, temp_dir
 from output_service.storage.registry import FileEntry, FileRegistry
 from output_service.storage.results_file import ResultsFile
@@ -48,14 +48,19 @@ def open_results_file(config: Config, path: Path) -> ResultsFile:
     )
 
 
-def create_results_file(config: Config, path: Path, tmp_dir: Path) -> ResultsFile:
-    """A new file that appears in `db_dir` with its full schema or not at all.
+def create_results_file(config: Config, path: Path, tmp_dir: Path, started: float) -> ResultsFile:
+    """A new file that appears in `db_dir` with its full schema (and its own
+    record of when it started: `file_info`) or not at all.
 
     The schema is made in `tmp_dir` and the file renamed into place, so an
     operator (or a restart after a crash) never finds a half-made file.
     """
     staging = tmp_dir / path.name
-    open_results_file(config, staging).close()
+    made = open_results_file(config, staging)
+    try:
+        made.record_start(started)
+    finally:
+        made.close()
     staging.replace(path)
     return open_results_file(config, path)
 
@@ -93,10 +98,12 @@ class Rotator:
         db_dir = config.db_dir
         entries = self._registry.entries
         newest = entries[-1] if entries else None
-        reason = self.due(newest.path) if newest is not None else None
+        reason = self.due(newest) if newest is not None else None
+        if newest is not None and newest.started_in_future:
+            reason = Reason.CLOCK  # a clock step: never continued as the live file
         if newest is not None and reason is None:
             newest.sealed = False
-            self.last_rotation = created_at(newest.name)
+            self.last_rotation = newest.started
             started = asyncio.get_running_loop().time()
             if await asyncio.to_thread(make_live, newest.path):
                 took = asyncio.get_running_loop().time() - started
@@ -108,14 +115,15 @@ class Rotator:
             file = await asyncio.to_thread(open_results_file, config, newest.path)
         else:
             taken = set(await asyncio.to_thread(os.listdir, db_dir))
-            name = next_file_name(self._clock(), newest.name if newest else None, taken)
-            current = self._registry.add(FileEntry(db_dir / name))
+            now = self._clock()
+            name = next_file_name(now, newest.name if newest else None, taken)
+            current = self._registry.add(FileEntry(db_dir / name, started=now))
             if newest is not None and reason is not None:
                 self._metrics.rotations.labels(reason=reason.value).inc()
                 log.info("rotated at start-up", reason=reason.value, old=newest.name, new=name)
-            self.last_rotation = created_at(name)
+            self.last_rotation = now
             file = await asyncio.to_thread(
-                create_results_file, config, current.path, temp_dir(db_dir)
+                create_results_file, config, current.path, temp_dir(db_dir), now
             )
         await self._finish_sealed()
         return file
@@ -132,7 +140,7 @@ class Rotator:
                 continue
             started = asyncio.get_running_loop().time()
             try:
-                built = await asyncio.to_thread(seal, entry.path)
+                built = await asyncio.to_thread(seal, entry.path, self._config.seal_wait_s)
             except Exception as exc:  # the data is there; only the index is not
                 entry.sealed = False  # served through a snapshot, which builds it
                 log.warning("cannot seal a results file", file=entry.name, error=str(exc))
@@ -141,9 +149,12 @@ class Rotator:
                 took = asyncio.get_running_loop().time() - started
                 log.info("sealed at start-up", file=entry.name, seal_ms=round(took * 1000, 3))
 
-    def due(self, path: Path) -> Reason | None:
-        """Is a rotation of `path` due now?"""
-        return self.policy.reason(size_on_disk(path), self._clock() - created_at(path.name))
+    def due(self, entry: FileEntry) -> Reason | None:
+        """Is a rotation of `entry` due now? Its age counts from the start its
+        file records (never from its name); a start ahead of the clock counts
+        as now."""
+        age = max(0.0, self._clock() - entry.started)
+        return self.policy.reason(size_on_disk(entry.path), age)
 
     async def after_group(self) -> None:
         """The writer's after-group hook: rotate when a limit is reached.
@@ -155,7 +166,7 @@ class Rotator:
         if now < self._retry_at:
             return
         try:
-            reason = self.due(self._registry.current.path)
+            reason = self.due(self._registry.current)
             if reason is not None:
                 await self.rotate(reason)
         except RotationError:
@@ -185,7 +196,7 @@ class Rotator:
 
         def open_next() -> ResultsFile:
             name = next_file_name(now, current.name, set(os.listdir(db_dir)))
-            return create_results_file(config, db_dir / name, temp_dir(db_dir))
+            return create_results_file(config, db_dir / name, temp_dir(db_dir), now)
 
         try:
             new_file = await writer.run_in_thread(open_next)
@@ -200,7 +211,7 @@ class Rotator:
         old_file = writer.file
         writer.file = new_file
         self._registry.acquire(current)  # sealing reads it: retention must wait
-        self._registry.add(FileEntry(new_file.path))
+        self._registry.add(FileEntry(new_file.path, started=now))
         self.last_rotation = now
         paused = loop.time() - started
         self._metrics.rotations.labels(reason=reason.value).inc()
@@ -220,7 +231,7 @@ class Rotator:
     async def _seal(self, file: ResultsFile, entry: FileEntry) -> None:
         started = asyncio.get_running_loop().time()
         try:
-            built = await asyncio.to_thread(_checkpoint_and_close, file)
+            built = await asyncio.to_thread(_close_and_seal, file, self._config.seal_wait_s)
             entry.sealed = True
             took = asyncio.get_running_loop().time() - started
             log.info(
@@ -247,11 +258,12 @@ def _clock_text(moment: float) -> str:
     return utc_text(moment)
 
 
-def _checkpoint_and_close(file: ResultsFile) -> bool:
-    """Fold the writer's WAL in and close it, then seal the file (which builds
-    the hop-IP index); True if the index was built."""
+def _close_and_seal(file: ResultsFile, wait_s: float) -> bool:
+    """Record the old file as being sealed and close the writer's connection to
+    it, then seal it (its hop-IP index, then the one checkpoint); True if the
+    index was built."""
     try:
-        file.checkpoint()
+        file.record_state("sealing")
     finally:
         file.close()
-    return seal(file.path)
+    return seal(file.path, wait_s)

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from output_service.storage import connect, file_info
 from output_service.storage.schema import add_sealed_indexes
 from output_service.storage.seam import ReadBusy
 
@@ -33,21 +34,19 @@ T = TypeVar("T")
 # Index builds keep SQLite's default page cache (2 MB): measured on a 110 MB
 # file, CREATE INDEX took 1.0 s with it and 1.4/1.9/2.1 s with 8/32/64 MB.
 
-# How long sealing waits for readers of the old file before folding its WAL in.
-CHECKPOINT_WAIT_MS = 5000
-
 
 class SealError(Exception):
     """The file could not be made to stand alone; it is left unsealed."""
 
 
-def seal(path: Path) -> bool:
+def seal(path: Path, wait_s: float) -> bool:
     """Finish a rotated, closed results file; True if its hop-IP index was built.
 
     The index is built first, while the file is still in WAL mode, so readers
     of the file (`/recent`, `/files`, a `/dump` snapshot) go on reading during
-    the build. Then the WAL is folded into the main file; a reader that holds
-    on longer than CHECKPOINT_WAIT_MS makes this fail, and the file is not
+    the build. Then the WAL is folded into the main file, the one checkpoint of
+    a seal; a reader that holds on longer than `wait_s` (`seal_wait_s`) makes
+    this fail, and the file is not
     sealed: `/dump?file=` serves snapshots of it and start-up finishes it.
     Last, the file is put in rollback-journal mode, since with a WAL header
     every read-only reader would leave an empty `-wal` and `-shm` beside it.
@@ -55,9 +54,10 @@ def seal(path: Path) -> bool:
     is refused, and the file stays a valid WAL database that holds everything
     in its main file.
     """
-    conn = sqlite3.connect(path, isolation_level=None, timeout=CHECKPOINT_WAIT_MS / 1000)
+    conn = connect.read_write(path, busy_timeout_ms=round(wait_s * 1000))
     try:
         built = add_sealed_indexes(conn)
+        file_info.set_state(conn, "sealed")
         busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             raise SealError(f"readers kept {path.name}'s WAL from being folded in")
@@ -147,7 +147,7 @@ def backup_to(
     is a full seed-schema file like every sealed one. `on_open` is told the copy's
     connection (and None when it is closed), so that the copy can be interrupted.
     """
-    src = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+    src = connect.read_only(source)
     try:
         dst = sqlite3.connect(dest, isolation_level=None)
         if on_open is not None:
@@ -170,7 +170,7 @@ def backup_to(
 
 def result_span(path: Path) -> tuple[str | None, str | None]:
     """First and last result timestamp in a file (both use the timestamp index)."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    conn = connect.read_only(path)
     try:
         row = conn.execute("SELECT min(timestamp), max(timestamp) FROM ping_results").fetchone()
     finally:

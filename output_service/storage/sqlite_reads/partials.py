@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from output_service.storage.sqlite_reads.reads import _Conn
 
 MAX_ENTRIES = 64
+MAX_MERGED = 16
 
 
 @dataclass(slots=True)
@@ -38,6 +39,11 @@ class _Partial:
 class PartialCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, int, int, ResultFilter], _Partial] = {}
+        # filter -> (ids of the partials merged, the merge, the partials: held so
+        # that their ids are not reused by new objects while the entry lives)
+        self._merged: dict[
+            ResultFilter, tuple[tuple[int, ...], TargetAccumulator, list[TargetAccumulator]]
+        ] = {}
 
     def get(self, conn: _Conn, path: Path, flt: ResultFilter, deadline: float) -> TargetAccumulator:
         st = os.stat(path)
@@ -63,6 +69,25 @@ class PartialCache:
             if len(self._entries) >= MAX_ENTRIES:
                 self._entries.pop(next(iter(self._entries)))
             self._entries[key] = entry
-        result = TargetAccumulator()
-        result.merge(entry.acc)
-        return result
+        # shared, not copied: merging reads an accumulator and never changes it
+        return entry.acc
+
+    def merged(
+        self, flt: ResultFilter, parts: list[tuple[Path, TargetAccumulator]]
+    ) -> TargetAccumulator:
+        """The older files' partials merged into one, each target's RTTs in one
+        sorted run, kept while the same partials (same objects: same files, no
+        new rows) come in. The newest file changes with ingest; the older ones do
+        not, so a query merges two accumulators instead of one per file."""
+        ids = tuple(id(acc) for _, acc in parts)
+        held = self._merged.get(flt)
+        if held is not None and held[0] == ids:
+            return held[1]
+        base = TargetAccumulator()
+        for _, acc in parts:
+            base.merge(acc)
+        base.compact(max_runs=1)
+        if len(self._merged) >= MAX_MERGED:
+            self._merged.pop(next(iter(self._merged)))
+        self._merged[flt] = (ids, base, [acc for _, acc in parts])
+        return base

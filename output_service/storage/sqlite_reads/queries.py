@@ -78,7 +78,15 @@ def where(
 def items(flt: ResultFilter, before_id: int | None) -> tuple[str, dict[str, Any]]:
     """(id, item JSON) newest arrival first; bind :file and :limit too."""
     cond, params = where(flt, before_id=before_id)
-    return f"SELECT p.id, {ITEM_JSON} {_FROM}{cond} ORDER BY p.id DESC LIMIT :limit", params
+    # the page's ids first, then the JSON for those only: when SQLite answers the
+    # filter from an index in another order (timestamp), it sorts what matched,
+    # and it would build every match's JSON before sorting
+    page = f"SELECT p.id FROM ping_results p{cond} ORDER BY p.id DESC LIMIT :limit"
+    return (
+        f"SELECT p.id, {ITEM_JSON} FROM ({page}) AS page JOIN ping_results p ON p.id = page.id"
+        " LEFT JOIN batches b ON b.id = p.batch_id ORDER BY p.id DESC",
+        params,
+    )
 
 
 def target_totals(

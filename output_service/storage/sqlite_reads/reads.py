@@ -166,12 +166,15 @@ class SqliteReads:
 
     def _accumulate(self, flt: ResultFilter, deadline: float) -> TargetAccumulator:
         """Merge each file's cached partial, extended by the rows that arrived since."""
-        total = TargetAccumulator()
+        parts: list[tuple[Path, TargetAccumulator]] = []
         for path in self._files():
             with _opened(path) as conn:
-                if conn is None:
-                    continue
-                total.merge(self._partials.get(conn, path, flt, deadline))
+                if conn is not None:
+                    parts.append((path, self._partials.get(conn, path, flt, deadline)))
+        total = TargetAccumulator()
+        if parts:
+            total.merge(parts[0][1])  # the newest file: the one ingest extends
+            total.merge(self._partials.merged(flt, parts[1:]))
         return total
 
     async def target(self, query: SeriesQuery) -> dict[str, Any] | None:
