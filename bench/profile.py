@@ -38,6 +38,7 @@ STAGES: list[tuple[str, str]] = [
     ("sqlite: BEGIN/COMMIT (fsync)", 'execute("BEGIN IMMEDIATE")'),
     ("rows: build tuples", "ResultsFile._add_batch"),
     ("hook: before_commit", "before_commit"),
+    ("hook: before_commit", "hops/"),
     ("decode: msgspec + checks", "decode_batch"),
     ("http: read body", "read_body"),
     ("http: json response", "json_response"),
@@ -103,12 +104,17 @@ def main() -> None:
     parser.add_argument("--hops", type=int, default=HOPS)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--hop-loop", action="store_true", help="the hop loop on, posting to a loopback stub"
+    )
     args = parser.parse_args()
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     pool = pool_file(OUT, args.hops, args.batch, POOL[args.hops])
     raw = OUT / "profile.txt"
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
-        server = Server.service(Path(tmp))
+        stub = Server.trivial(Path(tmp) / "input", "input") if args.hop_loop else None
+        extra = ["--input-url", stub.url.replace("/results", "/hops")] if stub else []
+        server = Server.service(Path(tmp), *extra)
         try:
             spy = subprocess.Popen(
                 [
@@ -147,6 +153,8 @@ def main() -> None:
                 raise SystemExit("py-spy failed (it needs ptrace: run as root or allow it)")
         finally:
             server.stop()
+            if stub is not None:
+                stub.stop()
     stored = json.loads(gen.stdout.splitlines()[-1])["stored_results"]
     print(f"batch {args.batch}, {args.hops} hops, concurrency {args.concurrency}; raw: {raw}\n")
     print(summarise(raw, stored))

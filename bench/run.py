@@ -36,7 +36,7 @@ OUT = Path(".bench")
 
 @dataclass(frozen=True)
 class Cell:
-    server: str  # "service", "naive" or a bench.variant_service variant
+    server: str  # "service", "service+hops", "naive", "trivial" or a bench.variant_service variant
     hops: int
     batch: int
     concurrency: int = 0
@@ -56,6 +56,10 @@ def matrix() -> list[Cell]:
         for conc in (1, 8, 64)
     ]
     cells += [Cell("naive", HOPS, batch, conc) for batch in (100, 1000) for conc in (1, 8, 64)]
+    # the two references of issue 15: the hop loop on (a loopback input service), and
+    # a trivial aiohttp handler for the one-result cells
+    cells += [Cell("service+hops", HOPS, 100, 8), Cell("trivial", HOPS, 1, 64)]
+    cells += [Cell("trivial", 0, 1, 64)]
     return cells
 
 
@@ -77,8 +81,15 @@ def run_cell(cell: Cell, workdir: Path, duration: float, warmup: float) -> dict[
     """One server process, one load generator process, one measured window."""
     shutil.rmtree(workdir, ignore_errors=True)
     pool = pool_file(OUT, cell.hops, cell.batch, POOL[cell.hops])
+    input_service = None
     if cell.server == "naive":
         server = Server.naive(workdir)
+    elif cell.server == "trivial":
+        server = Server.trivial(workdir)
+    elif cell.server == "service+hops":
+        input_service = Server.trivial(workdir / "input", "input")
+        hops_url = input_service.url.replace("/results", "/hops")
+        server = Server.service(workdir, "--input-url", hops_url)
     else:
         variant = "" if cell.server == "service" else cell.server
         server = Server.service(workdir, variant=variant)
@@ -119,6 +130,8 @@ def run_cell(cell: Cell, workdir: Path, duration: float, warmup: float) -> dict[
         result["peak_rss_mb"] = server.peak_rss_mb()
     finally:
         code = server.stop()
+        if input_service is not None:
+            input_service.stop()
     result["exit_code"] = code
     shutil.rmtree(workdir, ignore_errors=True)
     return result
@@ -129,7 +142,8 @@ def run_once(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"ceiling": {}, "cells": {}}
     for hops, volume in ((HOPS, args.ceiling_results), (0, args.ceiling_results * 3)):
-        out["ceiling"][str(hops)] = ceiling.measure(tmp, volume, hops)
+        # without traceroutes the hop-IP index is empty: seed and live schema are the same
+        out["ceiling"][str(hops)] = ceiling.measure(tmp, volume, hops, hop_ip_index=hops > 0)
         say(f"  ceiling {shape_name(hops)}: {out['ceiling'][str(hops)]['results_per_s']:,.0f}/s")
     no_index = ceiling.measure(tmp, args.ceiling_results, HOPS, hop_ip_index=False)
     out["ceiling"]["no_hop_index"] = no_index
@@ -161,6 +175,27 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
     def vals(key: str, field: str) -> list[float]:
         return [float(r["cells"][key][field]) for r in runs]
 
+    def live_ratio(cell: Cell) -> str:
+        """results/s over the live-schema ceiling (no hop-IP index) for the same volume."""
+        out = []
+        for r in runs:
+            res = r["cells"][cell.key]
+            top = ceiling.rate_at(
+                r["ceiling"]["no_hop_index" if cell.hops else "0"], res["stored_results"]
+            )
+            out.append(res["results_per_s"] / top)
+        return f"{statistics.median(out):.2f}"
+
+    def trivial_ratio(cell: Cell) -> str:
+        """requests/s over the trivial handler's in the same run (one-result cells)."""
+        key = Cell("trivial", cell.hops, cell.batch, cell.concurrency).key
+        if cell.server == "trivial" or key not in runs[0]["cells"]:
+            return ""
+        out = [
+            r["cells"][cell.key]["results_per_s"] / r["cells"][key]["results_per_s"] for r in runs
+        ]
+        return f"{statistics.median(out):.2f}"
+
     def pct_ceiling(cell: Cell) -> list[float]:
         out = []
         for r in runs:
@@ -170,9 +205,10 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
         return out
 
     lines = [
-        "| server | shape | batch | conc | results/s (min-max) | % ceiling | x naive "
+        "| server | shape | batch | conc | results/s (min-max) | % ceiling | x live ceiling "
+        "| x trivial | x naive "
         "| p50 ms | p99 ms | server CPU % | peak RSS MB | client CPU % | others CPU % | non-200 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in cells:
         rate, lo, hi = median_spread(vals(cell.key, "results_per_s"))
@@ -189,7 +225,8 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
         lines.append(
             f"| {cell.server} | {shape_name(cell.hops)} | {cell.batch} | {cell.concurrency} "
             f"| {rate:,.0f} ({lo:,.0f}-{hi:,.0f}) | {statistics.median(pct_ceiling(cell)):.0f} "
-            f"| {ratio} | {statistics.median(vals(cell.key, 'p50_ms')):.1f} "
+            f"| {live_ratio(cell)} | {trivial_ratio(cell)} | {ratio} "
+            f"| {statistics.median(vals(cell.key, 'p50_ms')):.1f} "
             f"| {statistics.median(vals(cell.key, 'p99_ms')):.1f} "
             f"| {statistics.median(vals(cell.key, 'server_cpu_pct')):.0f} "
             f"| {max(vals(cell.key, 'peak_rss_mb')):.0f} "
@@ -244,7 +281,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--open-duration", type=float, default=5.0)
     parser.add_argument("--ceiling-results", type=int, default=80000)
-    parser.add_argument("--only", default="", help="run only cells whose key contains this")
+    parser.add_argument(
+        "--only", default="", help="run only cells whose key contains this (or any of a,b,...)"
+    )
     parser.add_argument(
         "--variants", default="", help="compare the service with bench.variant_service variants"
     )
@@ -253,7 +292,8 @@ def main() -> None:
         args.runs, args.duration, args.warmup = 1, 1.5, 0.3
         args.open_duration, args.ceiling_results = 3.0, 40000
     chosen = variant_matrix(args.variants.split(",")) if args.variants else matrix()
-    cells = [c for c in chosen if args.only in c.key]
+    wanted = args.only.split(",")  # any of the comma-separated parts
+    cells = [c for c in chosen if any(part in c.key for part in wanted)]
     OUT.mkdir(exist_ok=True)
     started = time.monotonic()
     print("preparing request bodies (cached in .bench/)", file=sys.stderr, flush=True)

@@ -50,6 +50,11 @@ class Server:
             [sys.executable, "-m", "bench.naive", "--db-dir", str(workdir / "data")], workdir
         )
 
+    @classmethod
+    def trivial(cls, workdir: Path, mode: str = "results") -> Server:
+        """bench.trivial: the plain aiohttp handler, or (`input`) a stand-in input service."""
+        return cls([sys.executable, "-m", "bench.trivial", mode], workdir)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/results"

@@ -8,7 +8,7 @@ one storage and one registry.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,8 @@ class Services:
     read_gate: ReadGate | None = None
     reads: Reads | None = None
     silent_nodes: SilentNodes | None = None
+    # /api/hops from a backend that keeps the hop tables itself (postgres)
+    hop_listing: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None
 
     @classmethod
     def build(
@@ -54,7 +56,12 @@ class Services:
         if config.storage == "postgres":
             # the hop loop lives in the shared database (outbox rows in the results'
             # transaction, a sender per instance): no state.db, no HopFeedback
-            return cls(config, metrics, _postgres(config, metrics, clock), clock, clock())
+            pg = _postgres(config, metrics, clock)
+            services = cls(config, metrics, pg, clock, clock())
+            services.serve_reads(pg.store.reads, pg.store.reads.gate)
+            if config.input_url:
+                services.hop_listing = pg.store.reads.hops
+            return services
         hops = HopFeedback(config, metrics, clock) if config.input_url else None
         storage = Storage(
             config, metrics, clock, before_commit=hops.before_commit if hops else None
@@ -67,8 +74,13 @@ class Services:
     def build_reads(self) -> None:
         """The SQLite reads over every retained file (db_dir, newest first)."""
         cfg = self.config
-        self.read_gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
-        reads = SqliteReads(lambda: results_files(cfg.db_dir)[::-1], self.read_gate)
+        gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
+        self.serve_reads(SqliteReads(lambda: results_files(cfg.db_dir)[::-1], gate), gate)
+
+    def serve_reads(self, reads: Reads, gate: ReadGate) -> None:
+        """The query API's reads (any backend's), bounded by `gate`; the silent-nodes gauge."""
+        cfg = self.config
+        self.read_gate = gate
         self.reads = reads
         self.silent_nodes = SilentNodes(
             lambda: reads.nodes(cfg.node_silent_after_s, self.clock()),

@@ -19,6 +19,7 @@ from output_service.handlers.common import SERVICES, json_error
 from output_service.hops.state import listing as hop_listing
 from output_service.insight import params
 from output_service.insight.rows import csv_text
+from output_service.services import Services
 from output_service.storage.seam import BadQuery, ReadBusy, Reads
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -135,7 +136,7 @@ async def nodes(request: web.Request, reads: Reads) -> web.StreamResponse:
 
 async def hops(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    if services.hops is None:
+    if services.hops is None and services.hop_listing is None:
         return json_error(404, "the hop feedback loop is off (input_url is empty)")
     try:
         query = _query(request)
@@ -144,10 +145,8 @@ async def hops(request: web.Request) -> web.StreamResponse:
         offset = params.parse_int(query, "offset", 0, 0, 10**9)
     except params.BadParam as exc:
         return json_error(400, str(exc))
-    gate, path = services.read_gate, services.hops.path
-    assert gate is not None
     try:
-        listing: dict[str, Any] = await gate.run(lambda _: hop_listing(path, limit, offset))
+        listing = await _hop_listing(services, limit, offset)
     except ReadBusy as exc:
         services.metrics.reads_refused.inc()
         return json_error(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
@@ -157,6 +156,14 @@ async def hops(request: web.Request) -> web.StreamResponse:
         return web.json_response(listing, headers={"Link": f'<{nxt}>; rel="next"'})
     listing["next"] = None
     return web.json_response(listing)
+
+
+async def _hop_listing(services: Services, limit: int, offset: int) -> dict[str, Any]:
+    if services.hop_listing is not None:  # the backend keeps the hop tables (postgres)
+        return await services.hop_listing(limit, offset)
+    gate, hops = services.read_gate, services.hops
+    assert gate is not None and hops is not None
+    return await gate.run(lambda _: hop_listing(hops.path, limit, offset))
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,110 +1,174 @@
-"""Reads on PostgreSQL: /recent's shape, from the shared tables.
+"""`Reads` on PostgreSQL: the query API over the shared tables.
 
-Every read takes a connection from the instance's pool for one statement or
-two, with a statement timeout (the pool's command_timeout), so a read never
-holds a snapshot long. The query API's reads (targets, series, routes, nodes)
-use the backend-neutral helpers of the insight work once they are on main;
-until then they answer BadQuery naming what is missing.
+The answers are shaped by the same backend-neutral helpers as on SQLite
+(`insight.summaries`, `insight.routes`, `insight.cursor`), so the same data
+gives the same replies on both (tests/test_api_backends.py). What the server
+can do better it does: target summaries, with exact nearest-rank percentiles
+(`percentile_disc`), are one aggregate statement instead of per-file partials,
+and an export streams from one server-side cursor.
+
+Every read holds a slot of the instance's `ReadGate` (the same bound on
+concurrent reads as on SQLite) and each statement runs with the gate's time
+limit; a read over it is a 503 (`ReadBusy`), never a 500.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
+import msgspec
 
-from output_service.storage.files import utc_text
+from output_service.insight import cursor as cursors
+from output_service.insight.routes import Observation, summarize
+from output_service.insight.stats import loss_pct
+from output_service.insight.summaries import merge_nodes, series, sort_targets
+from output_service.storage.postgres import queries, recent
+from output_service.storage.postgres.connection import Conn
+from output_service.storage.postgres.hop_listing import hop_listing
+from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import (
     BadQuery,
+    ReadBusy,
     ResultFilter,
     ResultPage,
     SeriesQuery,
     TargetQuery,
 )
 
-_RECENT = (
-    "SELECT p.id, p.ip, p.sent, p.received, p.packet_loss, p.avg_rtt, p.timestamp, p.error,"
-    " b.node_id, p.received_at FROM ping_results p LEFT JOIN batches b ON b.id = p.batch_id"
-)
-_NOT_YET = "not available on the postgres backend yet"
+EXPORT_CHUNK = 2000  # rows fetched from the export's cursor at a time
+T = TypeVar("T")
 
 
 class PgReads:
-    def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
+    def __init__(self, pool: Callable[[], asyncpg.Pool], gate: ReadGate) -> None:
         self._pool = pool
+        self.gate = gate
+
+    async def _read(self, work: Callable[[Conn, float], Awaitable[T]]) -> T:
+        """`work(conn, timeout_s)` in a gate slot on a pooled connection; a statement
+        past the time limit becomes ReadBusy."""
+        gate = self.gate
+        async with gate.slot(), self._pool().acquire() as conn:
+            try:
+                return await work(conn, gate.timeout_s)
+            except (TimeoutError, asyncpg.QueryCanceledError):
+                gate.refused += 1
+                raise ReadBusy(
+                    f"the read ran longer than {gate.timeout_s:g} s; narrow the query or retry"
+                ) from None
+
+    # -- results -----------------------------------------------------------------
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
-        """The newest results by arrival (ids grow with arrival on every instance,
-        within the sequence's cache), each with its traceroute and hops."""
-        where, params = ("WHERE p.ip = $2", [ip]) if ip else ("", [])
-        async with self._pool().acquire() as conn:
-            rows = await conn.fetch(
-                f"{_RECENT} {where} ORDER BY p.id DESC LIMIT $1", limit, *params
-            )
-            results = {r["id"]: _result(r) for r in rows}
-            if results:
-                await _attach_traceroutes(conn, results)
-        return list(results.values())
+        return await self._read(lambda c, t: recent.recent(c, limit, ip, t))
 
     async def results_page(self, flt: ResultFilter, limit: int, cursor: str | None) -> ResultPage:
-        raise BadQuery(f"/api/results is {_NOT_YET}")
+        before = _decode(cursor)
+        sql, args = queries.items(flt, before, limit + 1)
+        rows = await self._read(lambda c, t: c.fetch(sql, *args, timeout=t))
+        items = msgspec.json.decode("[" + ",".join(r["item"] for r in rows[:limit]) + "]")
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = cursors.encode(cursors.Position("", rows[limit - 1]["id"]))
+        return ResultPage(items, next_cursor)
 
-    def iter_results(self, flt: ResultFilter) -> AsyncIterator[dict[str, Any]]:
-        raise BadQuery(f"export is {_NOT_YET}")
+    async def iter_results(self, flt: ResultFilter) -> AsyncIterator[list[str]]:
+        """Every match as JSON text, newest first, from one server-side cursor in a
+        read-only transaction: the server holds the position, this process only one
+        chunk. (A PostgreSQL snapshot does not block the writers, only vacuum.)"""
+        sql, args = queries.items(flt, None, None)
+        async with (
+            self.gate.slot(),
+            self._pool().acquire() as conn,
+            conn.transaction(readonly=True),
+        ):
+            cur = await conn.cursor(sql, *args)
+            while True:
+                try:
+                    rows = await cur.fetch(EXPORT_CHUNK, timeout=self.gate.timeout_s)
+                except TimeoutError:
+                    raise ReadBusy("the export stalled; retry") from None
+                if not rows:
+                    break
+                yield [r["item"] for r in rows]
+                if len(rows) < EXPORT_CHUNK:
+                    break
+
+    # -- summaries -----------------------------------------------------------------
 
     async def targets(self, query: TargetQuery) -> list[dict[str, Any]]:
-        raise BadQuery(f"/api/targets is {_NOT_YET}")
+        sql, args = queries.targets(query.filter)
+        rows = await self._read(lambda c, t: c.fetch(sql, *args, timeout=t))
+        ordered = sort_targets([_target(r) for r in rows], query.sort)
+        return ordered[query.offset : query.offset + query.limit]
 
     async def target(self, query: SeriesQuery) -> dict[str, Any] | None:
-        raise BadQuery(f"/api/targets/{{ip}} is {_NOT_YET}")
+        sql, args = queries.series_rows(query.filter)
+        rows = await self._read(lambda c, t: c.fetch(sql, *args, timeout=t))
+        if not rows:
+            return None
+        return series(query.ip, query.step_s, (tuple(r) for r in rows))
 
     async def routes(self, ip: str, flt: ResultFilter) -> dict[str, Any]:
-        raise BadQuery(f"/api/routes is {_NOT_YET}")
+        sql, args = queries.route_rows(flt)
+        rows = await self._read(lambda c, t: c.fetch(sql, *args, timeout=t))
+        observations = [
+            Observation(
+                r["node_id"],
+                r["timestamp"],
+                tuple(
+                    None if out or not hop else hop
+                    for hop, out in zip(r["ips"] or (), r["timeouts"] or (), strict=True)
+                ),
+            )
+            for r in rows
+        ]
+        return {"ip": ip, **summarize(observations)}
 
     async def nodes(self, silent_after_s: float, now: float) -> list[dict[str, Any]]:
-        raise BadQuery(f"/api/nodes is {_NOT_YET}")
+        async def both(conn: Conn, limit_s: float) -> tuple[list[Any], list[Any]]:
+            batch_rows = await conn.fetch(queries.NODE_BATCHES, timeout=limit_s)
+            result_rows = await conn.fetch(queries.NODE_RESULTS, timeout=limit_s)
+            return [tuple(r) for r in batch_rows], [tuple(r) for r in result_rows]
+
+        return merge_nodes([await self._read(both)], silent_after_s, now)
+
+    async def hops(self, limit: int, offset: int) -> dict[str, Any]:
+        """/api/hops from the shared hop tables (the same reply shape as on SQLite)."""
+        return await self._read(lambda c, t: hop_listing(c, limit, offset, t))
 
 
-def _result(r: asyncpg.Record) -> dict[str, Any]:
-    received_at: dt.datetime = r["received_at"]
+def _target(r: asyncpg.Record) -> dict[str, Any]:
+    """One /api/targets row, in the key order of `TargetAccumulator.rows`; the mean is
+    rounded here from the exact sum (as Python's round does on SQLite's side)."""
+    count = r["rtt_count"]
+    p50, p95 = r["rtt_pct"] if r["rtt_pct"] is not None else (None, None)
     return {
-        "id": r["id"],
         "ip": r["ip"],
-        "sent": r["sent"],
-        "received": r["received"],
-        "packet_loss": r["packet_loss"],
-        "avg_rtt": r["avg_rtt"],
-        "timestamp": r["timestamp"],
-        "error": r["error"] or None,
-        "node_id": r["node_id"],
-        "received_at": utc_text(received_at.timestamp()),
-        "traceroute": None,
+        "results": r["results"],
+        "failed": r["failed"],
+        "loss_pct": loss_pct(r["loss_sum"] / r["results"]),
+        "rtt_min_ns": r["rtt_min"],
+        "rtt_avg_ns": round(int(r["rtt_sum"]) / count) if count else None,
+        "rtt_p50_ns": p50,
+        "rtt_p95_ns": p95,
+        "rtt_max_ns": r["rtt_max"],
+        "nodes": r["nodes"],
+        "first_seen": r["first_seen"],
+        "last_seen": r["last_seen"],
     }
 
 
-async def _attach_traceroutes(conn: Any, results: dict[int, dict[str, Any]]) -> None:
-    ids = list(results)
-    traces = await conn.fetch(
-        "SELECT id, method, completed, error FROM traceroute_results WHERE id = ANY($1::bigint[])",
-        ids,
-    )
-    for t in traces:
-        results[t["id"]]["traceroute"] = {
-            "method": t["method"],
-            "completed": t["completed"],
-            "error": t["error"] or None,
-            "hops": [],
-        }
-    if not traces:
-        return
-    hops = await conn.fetch(
-        "SELECT traceroute_id, ttl, ip, rtt, timeout FROM traceroute_hops"
-        " WHERE traceroute_id = ANY($1::bigint[]) ORDER BY traceroute_id, ttl, id",
-        [t["id"] for t in traces],
-    )
-    for h in hops:
-        results[h["traceroute_id"]]["traceroute"]["hops"].append(
-            {"ttl": h["ttl"], "ip": h["ip"] or "", "rtt": h["rtt"], "timeout": h["timeout"]}
-        )
+def _decode(cursor: str | None) -> int | None:
+    """The id a cursor names; a cursor naming a file came from a SQLite instance."""
+    if cursor is None:
+        return None
+    try:
+        position = cursors.decode(cursor)
+    except cursors.BadCursor as exc:
+        raise BadQuery(str(exc)) from None
+    if position.file != "":
+        raise BadQuery("cursor is not one this service handed out (it names a results file)")
+    return position.id

@@ -31,6 +31,7 @@ from output_service.storage.postgres.outbox import PgHopOutbox
 from output_service.storage.postgres.reads import PgReads
 from output_service.storage.postgres.sender_bridge import OutboxBridge
 from output_service.storage.postgres.writer import Outcome, PgWriter, WriterSettings
+from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import (
     Archive,
     IdempotencyConflict,
@@ -72,7 +73,8 @@ class PostgresStore:
         self.outbox: PgHopOutbox | None = None
         self._sender: HopSender | None = None
         self._bridge: OutboxBridge | None = None
-        self.reads = PgReads(lambda: self.pool)
+        gate = ReadGate(config.max_concurrent_reads, config.read_query_timeout_s)
+        self.reads = PgReads(lambda: self.pool, gate)
 
     @property
     def pool(self) -> asyncpg.Pool:

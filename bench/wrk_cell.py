@@ -1,0 +1,97 @@
+"""One-result cells driven by wrk (C, one thread), next to the trivial aiohttp handler.
+
+The Python load generator tops out near 6,000-8,000 requests/s on this machine,
+so against the trivial handler it measures itself (client CPU ~100%). wrk
+costs a fraction of that per request, so the ratio service / trivial is the
+server's. Bodies are the same pool as `make bench` (each a distinct result),
+cycled by a Lua script.
+
+    python -m bench.wrk_cell [--hops 10] [--connections 64] [--duration 5] [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.payload import HOPS, pool_file, read_pool
+from bench.run import OUT, POOL
+from bench.server import Server
+
+LUA = """
+local bodies = {}
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"},
+                    bodies[(n %% #bodies) + 1])
+end
+"""
+
+
+def measure(server: Server, script: Path, connections: int, duration: float) -> dict[str, float]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            server.url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    return {
+        "requests_per_s": rate,
+        "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "peak_rss_mb": server.peak_rss_mb(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hops", type=int, default=HOPS)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=2)
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is not installed")
+    OUT.mkdir(exist_ok=True)
+    bodies = read_pool(pool_file(OUT, args.hops, 1, POOL[args.hops]))
+    with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
+        lines = Path(tmp) / "bodies.ndjson"
+        lines.write_bytes(b"\n".join(b.replace(b"\n", b"") for b in bodies) + b"\n")
+        script = Path(tmp) / "post.lua"
+        script.write_text(LUA % lines)
+        for run in range(args.runs):
+            row = {}
+            for name in ("trivial", "service"):
+                work = Path(tmp) / name
+                shutil.rmtree(work, ignore_errors=True)
+                server = Server.trivial(work) if name == "trivial" else Server.service(work)
+                try:
+                    row[name] = measure(server, script, args.connections, args.duration)
+                finally:
+                    server.stop()
+            ratio = row["service"]["requests_per_s"] / row["trivial"]["requests_per_s"]
+            print(json.dumps({"run": run + 1, "hops": args.hops, "ratio": round(ratio, 3), **row}))
+
+
+if __name__ == "__main__":
+    main()
