@@ -9,7 +9,10 @@ Three cases, each on a fresh db_dir:
   port, then for 10 s: /health answers, ingest on a new connection, stderr growth;
 - dumps: 20 concurrent GET /dump of a ~100 MB live file: peak bytes in db_dir/tmp
   and how long a POST /rotate takes meanwhile;
-- shutdown: SIGTERM while a /dump is read slowly, shutdown_grace_s = 8: seconds to exit.
+- shutdown: SIGTERM while a /dump is read slowly, shutdown_grace_s = 8: seconds to exit;
+- readers: a live file of ~300,000 results, 4 clients posting 100-result batches
+  for 10 s alone, then 10 s with 20 clients looping on GET /recent?limit=1000:
+  ingest results/s both times, the readers' answers, the largest WAL seen.
 """
 
 from __future__ import annotations
@@ -188,12 +191,93 @@ def shutdown_case(src: Path, tmp: Path) -> dict[str, Any]:
     return {"exit_s": round(took, 2), "exit_code": code, "grace_s": 8}
 
 
+def _loop(stop: threading.Event, call: Any, out: list[int]) -> None:
+    while not stop.is_set():
+        out.append(call())
+
+
+def _ingest_and_wal(port: int, wal: Path, seconds: float, health: int, readers: int) -> Any:
+    """Posters (and readers) for `seconds`: results stored per second, the
+    readers' statuses, the largest WAL seen."""
+    stop = threading.Event()
+    posted: list[int] = []
+    answers: list[int] = []
+    body = batch(100)
+    threads = [
+        threading.Thread(
+            target=_loop,
+            args=(
+                stop,
+                lambda: 100 if request(port, "POST", "/results", body)[0] == 200 else 0,
+                posted,
+            ),
+        )
+        for _ in range(4)
+    ]
+    threads += [
+        threading.Thread(
+            target=_loop,
+            args=(stop, lambda: request(health, "GET", "/recent?limit=1000")[0], answers),
+        )
+        for _ in range(readers)
+    ]
+    peak = 0
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    while time.monotonic() - started < seconds:
+        peak = max(peak, wal.stat().st_size if wal.exists() else 0)
+        time.sleep(0.05)
+    stop.set()
+    took = time.monotonic() - started
+    for t in threads:
+        t.join()
+    statuses = {str(s): answers.count(s) for s in sorted(set(answers))}
+    return round(sum(posted) / took), statuses, round(peak / 2**20, 1)
+
+
+def readers_case(src: Path, tmp: Path) -> dict[str, Any]:
+    db_dir = tmp / "data"
+    args = ("--rotation-days=1e6", "--max-size-mb=100000")
+    proc, port, health = start(src, db_dir, *args)
+    body = batch(1000)
+    fill = [
+        threading.Thread(
+            target=lambda: [request(port, "POST", "/results", body) for _ in range(75)]
+        )
+        for _ in range(4)
+    ]
+    for t in fill:
+        t.start()
+    for t in fill:
+        t.join()
+    (live,) = db_dir.glob("results_*.db")
+    wal = live.with_name(live.name + "-wal")
+    alone, _, wal_alone = _ingest_and_wal(port, wal, 10, health, 0)
+    hammered, statuses, wal_hammered = _ingest_and_wal(port, wal, 10, health, 20)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(60)
+    return {
+        "ingest_alone_per_s": alone,
+        "ingest_with_20_recent_readers_per_s": hammered,
+        "kept": round(hammered / alone, 2),
+        "recent_statuses": statuses,
+        "wal_peak_mb_alone": wal_alone,
+        "wal_peak_mb_with_readers": wal_hammered,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=Path(__file__).resolve().parent.parent)
-    parser.add_argument("--only", choices=["fds", "dumps", "shutdown"])
+    parser.add_argument("--only", choices=["fds", "dumps", "shutdown", "readers"])
     args = parser.parse_args()
-    cases = {"fds": fds_case, "dumps": dumps_case, "shutdown": shutdown_case}
+    cases = {
+        "fds": fds_case,
+        "dumps": dumps_case,
+        "shutdown": shutdown_case,
+        "readers": readers_case,
+    }
     for name, case in cases.items():
         if args.only and name != args.only:
             continue

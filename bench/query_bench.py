@@ -41,6 +41,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_for_port(port: int, limit_s: float = 120.0) -> None:
+    """Until the service listens on `port` (or `limit_s` passed)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+
+
 def _rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -186,13 +197,7 @@ def main() -> None:
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{health}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", health), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.2)
+        wait_for_port(health)
         figures = asyncio.run(measure(base, f"http://127.0.0.1:{port}/results", proc.pid, pool))
     finally:
         proc.terminate()

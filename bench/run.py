@@ -86,10 +86,11 @@ def run_cell(cell: Cell, workdir: Path, duration: float, warmup: float) -> dict[
         server = Server.naive(workdir)
     elif cell.server == "trivial":
         server = Server.trivial(workdir)
-    elif cell.server == "service+hops":
+    elif cell.server.endswith("+hops"):  # the hop loop on, posting to a loopback stub
         input_service = Server.trivial(workdir / "input", "input")
         hops_url = input_service.url.replace("/results", "/hops")
-        server = Server.service(workdir, "--input-url", hops_url)
+        variant = cell.server.removesuffix("+hops").replace("service", "")
+        server = Server.service(workdir, "--input-url", hops_url, variant=variant)
     else:
         variant = "" if cell.server == "service" else cell.server
         server = Server.service(workdir, variant=variant)

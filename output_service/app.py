@@ -60,6 +60,7 @@ def create_results_app(services: Services) -> web.Application:
     app = _base_app(services)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(_hop_sender_lifecycle)
+    app.on_shutdown.append(_begin_hop_shutdown)
     app.router.add_post("/results", ingest.post_results)
     if services.storage.archive is None:  # no files on this backend: the routes say why
         app.router.add_post("/rotate", admin.no_archive)
@@ -112,3 +113,10 @@ async def _hop_sender_lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     if hops is not None:
         await hops.stop_sender()
+
+
+async def _begin_hop_shutdown(app: web.Application) -> None:
+    # on_shutdown runs when the drain begins: the final flush runs alongside it
+    hops = app[SERVICES].hops
+    if hops is not None:
+        hops.begin_shutdown()

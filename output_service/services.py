@@ -42,6 +42,8 @@ class Services:
     silent_nodes: SilentNodes | None = None
     # /api/hops from a backend that keeps the hop tables itself (postgres)
     hop_listing: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None
+    # /recent through the read bound: set where the backend's reads are wired
+    recent: Callable[[int, str | None], Awaitable[list[dict[str, Any]]]] | None = None
 
     @classmethod
     def build(
@@ -59,6 +61,7 @@ class Services:
             pg = _postgres(config, metrics, clock)
             services = cls(config, metrics, pg, clock, clock())
             services.serve_reads(pg.store.reads, pg.store.reads.gate)
+            services.recent = pg.store.reads.recent  # takes a gate slot itself
             if config.input_url:
                 services.hop_listing = pg.store.reads.hops
             return services
@@ -76,6 +79,9 @@ class Services:
         cfg = self.config
         gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
         self.serve_reads(SqliteReads(lambda: results_files(cfg.db_dir)[::-1], gate), gate)
+        storage = self.storage
+        # /recent's reader runs on its own aiosqlite connection: bound it here
+        self.recent = lambda limit, ip: gate.bound(lambda: storage.recent(limit, ip))
 
     def serve_reads(self, reads: Reads, gate: ReadGate) -> None:
         """The query API's reads (any backend's), bounded by `gate`; the silent-nodes gauge."""

@@ -34,6 +34,7 @@ class InputService:
         self.requests: list[tuple[int, list[str]]] = []  # (status sent, hops) per request
         self.replies: deque[Reply] = deque()
         self.hold: asyncio.Event | None = None  # when set up, requests wait for it
+        self.arrived = 0  # requests received, held ones included
         self._changed = asyncio.Condition()
         self._server: TestServer | None = None
 
@@ -77,6 +78,7 @@ class InputService:
     async def _hops(self, request: web.Request) -> web.Response:
         hops = (await request.json())["hops"]
         assert isinstance(hops, list)
+        self.arrived += 1
         if self.hold is not None:
             await self.hold.wait()
         reply = self.replies.popleft() if self.replies else Reply(200, '{"status":"ok"}')

@@ -30,12 +30,13 @@ class Process:
         self.port = 0
 
     @classmethod
-    async def start(cls, db_dir: Path, input_url: str, log: Path) -> Process:
+    async def start(cls, db_dir: Path, input_url: str, log: Path, *extra: str) -> Process:
         args = [
             *("--host", "127.0.0.1", "--port", "0", "--health-port", "0"),
             *("--db-dir", str(db_dir), "--input-url", input_url),
             *("--hops-flush-interval-s", "0.01", "--hops-backoff-base-s", "0.01"),
             *("--hops-backoff-max-s", "0.05", "--synchronous", "FULL"),
+            *extra,
         ]
         with log.open("ab") as out:
             offset = out.tell()

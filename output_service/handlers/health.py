@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from output_service import __version__
 from output_service.handlers.common import SERVICES, json_error, json_reply
 from output_service.models import normalize_ip
+from output_service.storage.seam import ReadBusy
 
 RECENT_DEFAULT = 100
 RECENT_MAX = 1000
@@ -85,7 +86,16 @@ async def recent(request: web.Request) -> web.Response:
     storage = request.app[SERVICES].storage
     if not await storage.ready():
         return json_error(503, "database is not answering", headers={"Retry-After": "5"})
-    results = await storage.recent(int(raw_limit), ip)
+    services = request.app[SERVICES]
+    limit = int(raw_limit)
+    try:  # through the read bound, like every /api/* read
+        if services.recent is None:
+            results = await storage.recent(limit, ip)
+        else:
+            results = await services.recent(limit, ip)
+    except ReadBusy as exc:
+        services.metrics.reads_refused.inc()
+        return json_error(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
     # The bare array of the Go service (its README's `jq '.[]'` recipe reads it);
     # what paging needs goes in headers.
     headers = {"X-Result-Count": str(len(results)), "X-Result-Limit": str(int(raw_limit))}

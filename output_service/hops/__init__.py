@@ -90,6 +90,14 @@ class HopFeedback:
         self.sender = HopSender(state, self.counts, self._metrics, settings, self._clock)
         self.sender.start()
 
+    def begin_shutdown(self) -> None:
+        """SIGTERM: start the final flush now, while the ports drain; it may take
+        hops_final_flush_s but never more than shutdown_grace_s, so the process
+        exits within the grace (plus closing) even if the input service stalls."""
+        if self.sender is not None:
+            cfg = self._config
+            self.sender.begin_stop(min(cfg.hops_final_flush_s, cfg.shutdown_grace_s))
+
     async def stop_sender(self) -> None:
         """A short final flush (hops_final_flush_s), then stop; the rest waits in state.db."""
         if self.sender is not None:

@@ -88,6 +88,7 @@ class HopSender:
         self._failure_log = Throttle(FAILURE_LOG_INTERVAL_S, clock)
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stop_by: float | None = None  # monotonic end of the final flush
 
     def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -103,14 +104,25 @@ class HopSender:
         """A full batch is waiting: send it now rather than at the next flush."""
         self._wake.set()
 
+    def begin_stop(self, final_flush_s: float) -> None:
+        """Shutdown has begun: the final flush starts now, alongside the drain of
+        the ports, and ends `final_flush_s` from now whatever `stop` is given, so
+        a drain that takes the whole grace leaves no flush to run after it."""
+        if self._stop_by is None:
+            self._stop_by = time.monotonic() + final_flush_s
+        self._stopping.set()
+
     async def stop(self, final_flush_s: float) -> None:
         """Stop waiting, let the loop send what waits for up to `final_flush_s`
-        (until the outbox is empty or an attempt fails), then cancel it and close.
-        Whatever is left stays in the outbox for the next start."""
-        self._stopping.set()
+        (or until the deadline `begin_stop` set; until the outbox is empty or an
+        attempt fails), then cancel it and close. Whatever is left stays in the
+        outbox for the next start."""
+        self.begin_stop(final_flush_s)
+        assert self._stop_by is not None
         if self._task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._task), final_flush_s)
+                left = max(0.0, self._stop_by - time.monotonic())
+                await asyncio.wait_for(asyncio.shield(self._task), left)
             except TimeoutError:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -24,7 +24,7 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -70,6 +70,20 @@ class ReadGate:
         """One read of one step: a slot, a deadline, the step on a read thread."""
         async with self.slot() as steps:
             return await steps.run(step)
+
+    async def bound(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read that runs on its own (an async driver, not the read threads):
+        it holds a slot like any other, and its caller stops waiting for it after
+        `timeout_s` (ReadBusy). The slot is given back only once the read has
+        really stopped, so a cancelled read still counts against the limit."""
+        async with self.slot():
+            try:
+                return await asyncio.wait_for(read(), self.timeout_s)
+            except TimeoutError:
+                self.refused += 1
+                raise ReadBusy(
+                    f"the read ran longer than {self.timeout_s:g} s; narrow the query or retry"
+                ) from None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
