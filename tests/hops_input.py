@@ -78,7 +78,9 @@ class InputService:
     async def _hops(self, request: web.Request) -> web.Response:
         hops = (await request.json())["hops"]
         assert isinstance(hops, list)
-        self.arrived += 1
+        async with self._changed:
+            self.arrived += 1
+            self._changed.notify_all()  # a held request must still wake wait_until
         if self.hold is not None:
             await self.hold.wait()
         reply = self.replies.popleft() if self.replies else Reply(200, '{"status":"ok"}')
