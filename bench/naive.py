@@ -15,7 +15,6 @@ import asyncio
 import ipaddress
 import json
 import re
-import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import aiosqlite
 from aiohttp import web
 
 from bench.ceiling import open_db
+from bench.listen import serve_until_sigterm
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
 DB = web.AppKey("db", aiosqlite.Connection)
@@ -145,17 +145,7 @@ async def serve(db_dir: Path) -> None:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[DB], app[LOCK], app[IDS] = db, asyncio.Lock(), [1, 1, 1]
     app.router.add_post("/results", post_results)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    print(json.dumps({"event": "listening", "results_port": port}), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_sigterm(app)
     await db.close()
 
 

@@ -14,11 +14,11 @@ so cells with the hop loop on send their hops somewhere real.
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
 import sys
 
 from aiohttp import web
+
+from bench.listen import serve_until_sigterm
 
 OK_BODY = b'{"status": "ok", "received": 1}'
 
@@ -39,16 +39,7 @@ async def serve(mode: str) -> None:
         app.router.add_post("/results", post_results)
     else:
         app.router.add_post("/hops", post_hops)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    print(json.dumps({"event": "listening", "results_port": port}), flush=True)
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    await stop.wait()
-    await runner.cleanup()
+    await serve_until_sigterm(app)
 
 
 if __name__ == "__main__":
