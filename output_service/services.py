@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
@@ -22,7 +23,9 @@ from output_service.storage import Storage
 from output_service.storage.files import results_files
 from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import Reads
+from output_service.storage.sqlite_reads.prerender import SideFiles
 from output_service.storage.sqlite_reads.reads import SqliteReads
+from output_service.storage.sqlite_reads.upkeep import ReadUpkeep
 
 if TYPE_CHECKING:
     from output_service.storage.postgres.compat import PgStorage
@@ -44,6 +47,8 @@ class Services:
     hop_listing: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None
     # /recent through the read bound: set where the backend's reads are wired
     recent: Callable[[int, str | None], Awaitable[list[dict[str, Any]]]] | None = None
+    # warm summaries and pre-rendered export items (SQLite reads; started by the app)
+    read_upkeep: ReadUpkeep | None = None
 
     @classmethod
     def build(
@@ -78,7 +83,14 @@ class Services:
         """The SQLite reads over every retained file (db_dir, newest first)."""
         cfg = self.config
         gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
-        self.serve_reads(SqliteReads(lambda: results_files(cfg.db_dir)[::-1], gate), gate)
+
+        def files() -> list[Path]:
+            return results_files(cfg.db_dir)[::-1]
+
+        sides = SideFiles(cfg.db_dir) if cfg.prerender_exports else None
+        reads = SqliteReads(files, gate, sides)
+        self.serve_reads(reads, gate)
+        self.read_upkeep = ReadUpkeep(reads, files, sides)
         storage = self.storage
         # /recent's reader runs on its own aiosqlite connection: bound it here
         self.recent = lambda limit, ip: gate.bound(lambda: storage.recent(limit, ip))

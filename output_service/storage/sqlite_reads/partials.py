@@ -15,11 +15,14 @@ restore) is a new entry. Entries for files no longer listed are dropped.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from output_service.insight.summaries import TargetAccumulator
+from output_service.storage.read_gate import ReadTimedOut
 from output_service.storage.seam import ResultFilter
 from output_service.storage.sqlite_reads import queries
 
@@ -39,6 +42,10 @@ class _Partial:
 class PartialCache:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, int, int, ResultFilter], _Partial] = {}
+        # one builder per entry at a time: a query that comes while the start-up
+        # warm-up reads a file waits for that partial instead of reading it again
+        self._locks: dict[tuple[str, int, int, ResultFilter], threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         # filter -> (ids of the partials merged, the merge, the partials: held so
         # that their ids are not reused by new objects while the entry lives)
         self._merged: dict[
@@ -48,6 +55,23 @@ class PartialCache:
     def get(self, conn: _Conn, path: Path, flt: ResultFilter, deadline: float) -> TargetAccumulator:
         st = os.stat(path)
         key = (path.name, st.st_ino, st.st_dev, flt)
+        with self._locks_lock:
+            if len(self._locks) > 2 * MAX_ENTRIES:  # left by reads that timed out
+                self._locks = {
+                    k: v for k, v in self._locks.items() if k in self._entries or v.locked()
+                }
+            lock = self._locks.setdefault(key, threading.Lock())
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ReadTimedOut(f"waited too long for the summary of {path.name}")
+        try:
+            return self._extended(conn, key, deadline)
+        finally:
+            lock.release()
+
+    def _extended(
+        self, conn: _Conn, key: tuple[str, int, int, ResultFilter], deadline: float
+    ) -> TargetAccumulator:
+        flt = key[3]
         entry = self._entries.get(key)
         top = int(conn.all("SELECT coalesce(max(id), 0) FROM ping_results", {}, deadline)[0][0])
         if entry is None:
@@ -67,7 +91,10 @@ class PartialCache:
             merged.compact()
             entry = _Partial(top, merged)
             if len(self._entries) >= MAX_ENTRIES:
-                self._entries.pop(next(iter(self._entries)))
+                dropped = next(iter(self._entries))
+                self._entries.pop(dropped)
+                with self._locks_lock:
+                    self._locks.pop(dropped, None)
             self._entries[key] = entry
         # shared, not copied: merging reads an accumulator and never changes it
         return entry.acc
