@@ -53,6 +53,9 @@ class ReadUpkeep:
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="prerender", initializer=_lowest)
         self._task: asyncio.Task[None] | None = None
+        # set once the first round is over (tests wait for it, so that no
+        # warm-up read holds a slot of the read bound while they measure it)
+        self.first_round = asyncio.Event()
 
     async def round(self) -> None:
         """One round: warm the summaries, then render what is sealed and missing."""
@@ -79,6 +82,7 @@ class ReadUpkeep:
                 await self.round()
             except Exception:  # never let upkeep die quietly or take anything down
                 log.exception("read upkeep failed; retrying at the next round")
+            self.first_round.set()
             await asyncio.sleep(self._interval_s)
 
     def start(self) -> None:
