@@ -117,3 +117,28 @@ async def test_prerendering_can_be_turned_off(start_service: StartService) -> No
     await _round(service)
     assert not (service.services.config.db_dir / CACHE_DIR).exists()
     assert await _exports(service) == slow
+
+
+async def test_a_restart_takes_the_sealed_files_summary_from_its_side_file(
+    start_service: StartService,
+) -> None:
+    service, _, side = await _rendered(start_service)
+    before = await _targets(service)
+    await service.results.close()
+    await service.health.close()
+    again = await start_service()
+    assert await _targets(again) == before
+    await again.results.close()
+    await again.health.close()
+    # the kept summary is what a restart reads for the sealed file: B is only in it
+    _on_side(side, "UPDATE targets SET results = 1000 WHERE ip = '198.51.100.7'")
+    third = await start_service()
+    by_ip = {t["ip"]: t for t in await _targets(third)}
+    assert by_ip["198.51.100.7"]["results"] == 1000 and by_ip[A]["results"] == 14
+
+
+async def _targets(service: Running) -> list[dict[str, object]]:
+    resp = await service.health.get("/api/targets")
+    assert resp.status == 200
+    body = await resp.json()
+    return list(body["targets"])

@@ -9,8 +9,9 @@ sums and counts add, first/last take min/max, node sets unite, and the RTTs
 from __future__ import annotations
 
 import itertools
+import json
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,27 @@ class TargetAccumulator:
         for t in self._targets.values():
             if len(t.rtt_runs) > max_runs:
                 t.rtt_runs = [array("q", sorted(itertools.chain(*t.rtt_runs)))]
+
+    def dump(self) -> Iterator[tuple[Any, ...]]:
+        """Each target as plain values (ip, results, failed, loss sum, first, last,
+        the RTTs ascending as int64 bytes, the nodes as a JSON list), to be kept
+        on disk for a file that never changes and read back with `load`."""
+        for ip, t in self._targets.items():
+            rtts = array("q", sorted(itertools.chain(*t.rtt_runs)))
+            nodes = sorted(t.nodes, key=lambda n: (n is not None, n or ""))
+            yield (ip, t.results, t.failed, t.loss_sum, t.first_seen, t.last_seen,
+                   rtts.tobytes(), json.dumps(nodes))  # fmt: skip
+
+    @classmethod
+    def load(cls, rows: Iterable[Sequence[Any]]) -> TargetAccumulator:
+        acc = cls()
+        for ip, results, failed, loss_sum, first, last, rtts, nodes in rows:
+            run = array("q")
+            run.frombytes(rtts)
+            acc._targets[ip] = _Target(
+                results, failed, loss_sum, first, last, [run] if run else [], set(json.loads(nodes))
+            )
+        return acc
 
     def rows(self) -> list[dict[str, Any]]:
         out = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,8 +40,14 @@ class _Partial:
     acc: TargetAccumulator
 
 
+Seed = Callable[[Path], "tuple[int, TargetAccumulator] | None"]
+
+
 class PartialCache:
-    def __init__(self) -> None:
+    def __init__(self, seed: Seed | None = None) -> None:
+        # where an unfiltered partial can start from instead of row 0: a sealed
+        # file's summary kept in its side file (prerender.py)
+        self._seed = seed
         self._entries: dict[tuple[str, int, int, ResultFilter], _Partial] = {}
         # one builder per entry at a time: a query that comes while the start-up
         # warm-up reads a file waits for that partial instead of reading it again
@@ -64,16 +71,21 @@ class PartialCache:
         if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise ReadTimedOut(f"waited too long for the summary of {path.name}")
         try:
-            return self._extended(conn, key, deadline)
+            return self._extended(conn, path, key, deadline)
         finally:
             lock.release()
 
     def _extended(
-        self, conn: _Conn, key: tuple[str, int, int, ResultFilter], deadline: float
+        self, conn: _Conn, path: Path, key: tuple[str, int, int, ResultFilter], deadline: float
     ) -> TargetAccumulator:
         flt = key[3]
         entry = self._entries.get(key)
         top = int(conn.all("SELECT coalesce(max(id), 0) FROM ping_results", {}, deadline)[0][0])
+        if entry is None and self._seed is not None and flt == ResultFilter():
+            kept = self._seed(path)
+            if kept is not None:
+                entry = _Partial(*kept)
+                self._remember(key, entry)
         if entry is None:
             entry = _Partial(0, TargetAccumulator())
         if top > entry.upto:
@@ -90,14 +102,17 @@ class PartialCache:
             merged.merge(delta)
             merged.compact()
             entry = _Partial(top, merged)
-            if len(self._entries) >= MAX_ENTRIES:
-                dropped = next(iter(self._entries))
-                self._entries.pop(dropped)
-                with self._locks_lock:
-                    self._locks.pop(dropped, None)
-            self._entries[key] = entry
+            self._remember(key, entry)
         # shared, not copied: merging reads an accumulator and never changes it
         return entry.acc
+
+    def _remember(self, key: tuple[str, int, int, ResultFilter], entry: _Partial) -> None:
+        if key not in self._entries and len(self._entries) >= MAX_ENTRIES:
+            dropped = next(iter(self._entries))
+            self._entries.pop(dropped)
+            with self._locks_lock:
+                self._locks.pop(dropped, None)
+        self._entries[key] = entry
 
     def merged(
         self, flt: ResultFilter, parts: list[tuple[Path, TargetAccumulator]]

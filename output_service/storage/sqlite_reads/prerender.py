@@ -5,9 +5,11 @@ Building a result's item JSON (its traceroute's hops above all) in SQLite costs
 never changes, so each of its items is rendered once, into a side file
 `<db_dir>/read-cache/<name>.items` (one row per result: id, item text without
 the closing brace, so the `file` key is added when it is read and a renamed
-file still says its own name). An export then streams stored text: ~300,000
-results/s from SQLite. The live file (and any file whose side file is not
-ready) takes the slow path, so an export is always complete.
+file still says its own name), and its partial target summary over all its
+rows (so /api/targets after a restart reads only the live file). An export
+then streams stored text: ~300,000 results/s from SQLite. The live file (and
+any file whose side file is not ready) takes the slow path, so an export is
+always complete.
 
 Side files belong to the read side alone: they are built by a background task
 on its own low-priority thread, from a read-only connection to the sealed
@@ -30,7 +32,9 @@ from pathlib import Path
 
 import structlog
 
+from output_service.insight.summaries import TargetAccumulator
 from output_service.storage import file_info
+from output_service.storage.seam import ResultFilter
 from output_service.storage.sqlite_reads import queries
 
 log = structlog.get_logger(__name__)
@@ -41,7 +45,13 @@ BUILD_CHUNK = 10_000  # results per INSERT statement of a build
 _ITEM_OPEN = queries.ITEM_JSON.removesuffix(", 'file', :file)") + ")"
 _SCHEMA = """
 CREATE TABLE items (id INTEGER PRIMARY KEY, item TEXT NOT NULL);
-CREATE TABLE source (ino INTEGER, dev INTEGER, size INTEGER, mtime_ns INTEGER, rows INTEGER);
+CREATE TABLE targets (
+    ip TEXT PRIMARY KEY, results INTEGER, failed INTEGER, loss_sum REAL,
+    first_seen TEXT, last_seen TEXT, rtts BLOB, nodes TEXT
+);
+CREATE TABLE source (
+    ino INTEGER, dev INTEGER, size INTEGER, mtime_ns INTEGER, rows INTEGER, upto INTEGER
+);
 """
 
 
@@ -82,6 +92,23 @@ class SideFiles:
                 return None
             self._known[side.name] = built
         return side if built == current else None
+
+    def summary(self, path: Path) -> tuple[int, TargetAccumulator] | None:
+        """The kept partial target summary of `path` over everything (ids up to
+        the first value), when its side file is ready: what a restart would
+        otherwise read the whole file again for."""
+        side = self.ready(path)
+        if side is None:
+            return None
+        try:
+            conn = _open_ro(side)
+        except sqlite3.OperationalError:
+            return None  # pruned since
+        try:
+            upto = int(conn.execute("SELECT upto FROM source").fetchone()[0])
+            return upto, TargetAccumulator.load(conn.execute("SELECT * FROM targets"))
+        finally:
+            conn.close()
 
     def build(self, path: Path, stopping: Callable[[], bool]) -> bool:
         """Render every item of `path` into its side file, if `path` is sealed and
@@ -169,12 +196,23 @@ def _render(path: Path, tmp: Path, identity: Identity, stopping: Callable[[], bo
                 " WHERE p.id > :low AND p.id <= :high)",
                 {"low": low, "high": low + BUILD_CHUNK},
             )
+        summary = TargetAccumulator()
+        for make, add in (
+            (queries.target_totals, summary.add_totals),
+            (queries.target_rtts, summary.add_rtts),
+            (queries.target_nodes, summary.add_nodes),
+        ):
+            if stopping():
+                return False
+            sql, params = make(ResultFilter(), (0, top))
+            add(conn.execute(sql, params).fetchall())
+        conn.executemany("INSERT INTO targets VALUES (?, ?, ?, ?, ?, ?, ?, ?)", summary.dump())
         rows = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
         if Identity.of(path) != identity:
             return False  # the file changed under the build: not the one rendered
         conn.execute(
-            "INSERT INTO source VALUES (?, ?, ?, ?, ?)",
-            (identity.ino, identity.dev, identity.size, identity.mtime_ns, rows),
+            "INSERT INTO source VALUES (?, ?, ?, ?, ?, ?)",
+            (identity.ino, identity.dev, identity.size, identity.mtime_ns, rows, top),
         )
         conn.execute("DETACH src")
         return True

@@ -92,7 +92,7 @@ class SqliteReads:
     def __init__(self, files: ListFiles, gate: ReadGate, sides: SideFiles | None = None) -> None:
         self._files = files
         self._gate = gate
-        self._partials = PartialCache()
+        self._partials = PartialCache(None if sides is None else sides.summary)
         self._sides = sides
 
     # -- results ---------------------------------------------------------------
