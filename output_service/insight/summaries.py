@@ -106,23 +106,33 @@ class TargetAccumulator:
             )
         return acc
 
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self, other: TargetAccumulator | None = None) -> list[dict[str, Any]]:
+        """One summary per target: of these partials, or of these and `other`'s
+        together (the same as merging them first, without building the merge:
+        a query over the live file and the older ones' merge does this)."""
         out = []
-        for ip, t in self._targets.items():
+        theirs = {} if other is None else other._targets
+        empty = _Target()
+        for ip in self._targets.keys() | theirs.keys():
+            t, o = self._targets.get(ip, empty), theirs.get(ip, empty)
+            runs = t.rtt_runs + o.rtt_runs
             # sorting the concatenated runs runs in C; heapq.merge would step in Python
-            rtts: Sequence[int] = (
-                t.rtt_runs[0] if len(t.rtt_runs) == 1 else sorted(itertools.chain(*t.rtt_runs))
-            )
+            rtts: Sequence[int] = runs[0] if len(runs) == 1 else sorted(itertools.chain(*runs))
+            results = t.results + o.results
+            firsts = [x for x in (t.first_seen, o.first_seen) if x is not None]
+            lasts = [x for x in (t.last_seen, o.last_seen) if x is not None]
             out.append(
                 {
                     "ip": ip,
-                    "results": t.results,
-                    "failed": t.failed,
-                    "loss_pct": loss_pct(t.loss_sum / t.results) if t.results else None,
+                    "results": results,
+                    "failed": t.failed + o.failed,
+                    "loss_pct": loss_pct((t.loss_sum + o.loss_sum) / results) if results else None,
                     **rtt_summary(rtts, (50, 95), "rtt_avg_ns"),
-                    "nodes": len(t.nodes),
-                    "first_seen": t.first_seen,
-                    "last_seen": t.last_seen,
+                    "nodes": len(t.nodes | o.nodes)
+                    if o.nodes and t.nodes
+                    else len(t.nodes or o.nodes),
+                    "first_seen": min(firsts) if firsts else None,
+                    "last_seen": max(lasts) if lasts else None,
                 }
             )
         return out

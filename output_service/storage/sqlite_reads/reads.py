@@ -173,11 +173,11 @@ class SqliteReads:
 
     async def targets(self, query: TargetQuery) -> list[dict[str, Any]]:
         def answer(deadline: float) -> list[dict[str, Any]]:
-            total = TargetAccumulator()
-            if parts:
-                total.merge(parts[0][1])  # the newest file: the one ingest extends
-                total.merge(self._partials.merged(query.filter, parts[1:]))
-            rows = sort_targets(total.rows(), query.sort)
+            if not parts:
+                return []
+            # the newest file (the one ingest extends) with the older ones' merge
+            older = self._partials.merged(query.filter, parts[1:])
+            rows = sort_targets(parts[0][1].rows(older), query.sort)
             return rows[query.offset : query.offset + query.limit]
 
         async with self._gate.slot() as steps:
