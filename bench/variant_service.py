@@ -56,12 +56,12 @@ def _parallel_hop_hook() -> None:
     hook_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer-hops")
 
     def _write(self: Any, items: Sequence[Any]) -> Any:
-        if self.file.restore_if_removed():
+        if self._file.restore_if_removed():
             self._restored = True
         hooked = hook_thread.submit(self._before_commit, items) if self._before_commit else None
         try:
             known, since = self._keys_before(items) if self._keys_before else ({}, "")
-            outcomes = self.file.write_group(items, known, since)
+            outcomes = self._file.write_group(items, known, since)
             if self._keys_after is not None:
                 self._keys_after(items, outcomes)
         finally:
