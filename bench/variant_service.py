@@ -15,7 +15,7 @@ import asyncio
 import sys
 
 from output_service.cli import main
-from output_service.storage import results_file
+from output_service.storage.sqlite import results_file
 
 
 def apply(variant: str) -> None:
@@ -51,17 +51,17 @@ def _parallel_hop_hook() -> None:
     from concurrent.futures import ThreadPoolExecutor
     from typing import Any
 
-    from output_service.storage import writer
+    from output_service.storage.sqlite import writer
 
     hook_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer-hops")
 
     def _write(self: Any, items: Sequence[Any]) -> Any:
-        if self.file.restore_if_removed():
+        if self._file.restore_if_removed():
             self._restored = True
         hooked = hook_thread.submit(self._before_commit, items) if self._before_commit else None
         try:
             known, since = self._keys_before(items) if self._keys_before else ({}, "")
-            outcomes = self.file.write_group(items, known, since)
+            outcomes = self._file.write_group(items, known, since)
             if self._keys_after is not None:
                 self._keys_after(items, outcomes)
         finally:

@@ -1,4 +1,4 @@
-"""Pre-rendered export items of sealed files (storage/sqlite_reads/prerender.py).
+"""Pre-rendered export items of sealed files (storage/sqlite/reads/prerender.py).
 
 The export of a sealed file streams its side file's stored text; the answers
 must be byte for byte those of the slow path (SQLite building each item), for
@@ -11,8 +11,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from output_service.storage.files import results_files
-from output_service.storage.sqlite_reads.prerender import CACHE_DIR
+from output_service.storage.sqlite.file_names import results_files
+from output_service.storage.sqlite.reads.prerender import CACHE_DIR
 from tests.conftest import Running, StartService
 from tests.test_api import A, _post, seed_a_n1, seed_a_n2, seed_b
 

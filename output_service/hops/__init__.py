@@ -3,8 +3,9 @@
 Two halves share state.db (in db_dir, never rotated) and a few counters: the
 `HopRecorder` runs on the storage writer's thread and queues new hops durably
 before a batch is acknowledged; the `HopSender` runs on the event loop and
-drains the queue. `HopFeedback` builds both from the config and gives the app
-one object to open, start, stop and close, in that order around storage:
+drains the queue through `SqliteHopOutbox` (the seam's `HopOutbox`).
+`HopFeedback` builds both from the config and gives the app one object to
+open, start, stop and close, in that order around storage:
 
     open() -> storage.open() -> start_sender() ... stop_sender() -> storage.close() -> close()
 """
@@ -16,12 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from output_service.config import Config
+from output_service.hops.outbox import SqliteHopOutbox
 from output_service.hops.recorder import HopCounts, HopRecorder
 from output_service.hops.sender import HopSender, SenderSettings
 from output_service.hops.state import STATE_FILE, StateDB
 from output_service.metrics import Metrics
 from output_service.models import Batch
-from output_service.storage.results_file import BatchMeta
+from output_service.storage.sqlite.results_file import BatchMeta
 
 __all__ = ["HopFeedback"]
 
@@ -36,6 +38,7 @@ class HopFeedback:
         self.counts = HopCounts()
         self.recorder: HopRecorder | None = None
         self.sender: HopSender | None = None
+        self.outbox: SqliteHopOutbox | None = None  # the sender's, while it runs
         self._writer_state: StateDB | None = None
         self._sender_state: StateDB | None = None
 
@@ -87,7 +90,8 @@ class HopFeedback:
             backoff_max_s=cfg.hops_backoff_max_s,
             timeout_s=cfg.hops_send_timeout_s,
         )
-        self.sender = HopSender(state, self.counts, self._metrics, settings, self._clock)
+        self.outbox = SqliteHopOutbox(state, self._clock)
+        self.sender = HopSender(self.outbox, self.counts, self._metrics, settings, self._clock)
         self.sender.start()
 
     def begin_shutdown(self) -> None:

@@ -22,9 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from output_service.storage.files import utc_text
-from output_service.storage.schema import SchemaError
-from output_service.storage.sqlite import immediate_transaction, run_script
+from output_service.storage.seam import utc_text
+from output_service.storage.sqlite import connect
+from output_service.storage.sqlite.schema import SchemaError
+from output_service.storage.sqlite.transactions import immediate_transaction, run_script
 
 STATE_FILE = "state.db"
 SCHEMA_VERSION = 2
@@ -110,11 +111,10 @@ class StateDB:
     @classmethod
     def open(cls, path: Path, *, synchronous: str) -> StateDB:
         """Open (creating or migrating) state.db."""
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = connect.read_write(path)  # autocommit, the shared busy timeout
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the seen-set's hot pages
             _migrate(conn)
         except BaseException:
@@ -259,7 +259,7 @@ def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
     nor dead-lettered), the outbox depth, and the dead letters with the input
     service's reply (times as stored: RFC 3339 UTC). state.db keeps no first-seen
     time, so none is shown."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn = connect.read_only(path)
     try:
         rows = conn.execute(
             "SELECT s.ip, s.queued_at, o.id IS NOT NULL, d.id IS NOT NULL FROM seen s"

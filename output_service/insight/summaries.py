@@ -78,6 +78,13 @@ class TargetAccumulator:
             t.rtt_runs.extend(o.rtt_runs)
             t.nodes |= o.nodes
 
+    def only(self, ips: Iterable[str]) -> TargetAccumulator:
+        """The targets among `ips` that this holds, shared, not copied: merge the result
+        into a new accumulator to add to them without changing these."""
+        part = TargetAccumulator()
+        part._targets = {ip: self._targets[ip] for ip in ips if ip in self._targets}
+        return part
+
     def compact(self, max_runs: int = 4) -> None:
         """Merge a target's sorted RTT runs into one once there are many (a cached
         live-file partial gains one run per extension)."""

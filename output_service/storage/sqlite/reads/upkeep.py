@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 
 from output_service.storage.seam import ReadBusy
-from output_service.storage.sqlite_reads.prerender import SideFiles
-from output_service.storage.sqlite_reads.reads import ListFiles, SqliteReads
+from output_service.storage.sqlite.reads.prerender import SideFiles
+from output_service.storage.sqlite.reads.reads import ListFiles, SqliteReads
 
 log = structlog.get_logger(__name__)
 

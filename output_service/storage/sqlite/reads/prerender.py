@@ -33,9 +33,9 @@ from pathlib import Path
 import structlog
 
 from output_service.insight.summaries import TargetAccumulator
-from output_service.storage import file_info
 from output_service.storage.seam import ResultFilter
-from output_service.storage.sqlite_reads import queries
+from output_service.storage.sqlite import file_info
+from output_service.storage.sqlite.reads import queries
 
 log = structlog.get_logger(__name__)
 
