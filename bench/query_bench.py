@@ -162,6 +162,11 @@ async def first_targets(base: str) -> float:
         return (time.perf_counter() - t0) * 1000
 
 
+async def export_all(base: str) -> tuple[int, float]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+        return await export(s, f"{base}/api/results?format=ndjson")
+
+
 def wait_for_prerender(data: Path, sealed: int, limit_s: float = 600.0) -> None:
     """Until the upkeep has rendered the side file of every sealed file."""
     deadline = time.monotonic() + limit_s
@@ -228,12 +233,12 @@ async def ingest_while(
     return rate, counts
 
 
-def start_service(data: Path, port: int, health: int) -> subprocess.Popen[bytes]:
+def start_service(data: Path, port: int, health: int, *extra: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "output_service", "--db-dir", str(data), "--host", "127.0.0.1",
          "--port", str(port), "--health-port", str(health), "--input-url", "",
          "--rotation-days", "100000", "--max-size-mb", "100000", "--keep-files", "10",
-         "--synchronous", "NORMAL"],
+         "--synchronous", "NORMAL", *extra],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_port(health)
@@ -265,6 +270,13 @@ def run(data: Path, pool: Path) -> dict[str, Any]:
     proc = start_service(data, port, health)
     try:
         figures["targets_first_after_restart_ms"] = round(asyncio.run(first_targets(base)), 1)
+    finally:
+        stop_service(proc)
+    # the same export without the side files: every item built by SQLite
+    proc = start_service(data, port, health, "--no-prerender-exports")
+    try:
+        lines, seconds = asyncio.run(export_all(base))
+        figures["export_without_side_files_results_per_s"] = round(lines / seconds)
     finally:
         stop_service(proc)
     figures["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
