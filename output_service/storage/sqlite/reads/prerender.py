@@ -29,6 +29,7 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -36,6 +37,7 @@ from output_service.insight.summaries import TargetAccumulator
 from output_service.storage.seam import ResultFilter
 from output_service.storage.sqlite import file_info
 from output_service.storage.sqlite.reads import queries
+from output_service.storage.sqlite.reads.partials import summarize
 
 log = structlog.get_logger(__name__)
 
@@ -196,16 +198,13 @@ def _render(path: Path, tmp: Path, identity: Identity, stopping: Callable[[], bo
                 " WHERE p.id > :low AND p.id <= :high)",
                 {"low": low, "high": low + BUILD_CHUNK},
             )
-        summary = TargetAccumulator()
-        for make, add in (
-            (queries.target_totals, summary.add_totals),
-            (queries.target_rtts, summary.add_rtts),
-            (queries.target_nodes, summary.add_nodes),
-        ):
-            if stopping():
-                return False
-            sql, params = make(ResultFilter(), (0, top))
-            add(conn.execute(sql, params).fetchall())
+        if stopping():
+            return False
+
+        def run(sql: str, params: dict[str, Any]) -> list[Any]:
+            return conn.execute(sql, params).fetchall()
+
+        summary = summarize(run, ResultFilter(), (0, top))
         conn.executemany("INSERT INTO targets VALUES (?, ?, ?, ?, ?, ?, ?, ?)", summary.dump())
         rows = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
         if Identity.of(path) != identity:
