@@ -23,7 +23,7 @@ import msgspec
 
 from output_service.insight import cursor as cursors
 from output_service.insight.routes import Observation, summarize
-from output_service.insight.summaries import TargetAccumulator, merge_nodes, series, sort_targets
+from output_service.insight.summaries import TargetAccumulator, merge_nodes, series, target_page
 from output_service.storage.read_gate import ReadGate, ReadTimedOut, Steps
 from output_service.storage.seam import (
     BadQuery,
@@ -177,8 +177,7 @@ class SqliteReads:
                 return []
             # the newest file (the one ingest extends) with the older ones' merge
             older = self._partials.merged(query.filter, parts[1:])
-            rows = sort_targets(parts[0][1].rows(older), query.sort)
-            return rows[query.offset : query.offset + query.limit]
+            return target_page(parts[0][1], older, query.sort, query.offset, query.limit)
 
         async with self._gate.slot() as steps:
             parts = await self._partials_of(steps, query.filter)
