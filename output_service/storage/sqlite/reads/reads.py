@@ -204,7 +204,7 @@ class SqliteReads:
         with _opened(path) as conn:
             return None if conn is None else self._partials.get(conn, path, flt, deadline)
 
-    async def warm_targets(self) -> None:
+    async def warm_targets(self, stopping: Callable[[], bool] = lambda: False) -> None:
         """Build the partials of /api/targets over everything, and the merge of
         the older files' ones, so that the first query does not pay for them
         (the upkeep task calls this at start-up and then now and then). Each
@@ -212,6 +212,8 @@ class SqliteReads:
         flt = ResultFilter()
         parts: list[tuple[Path, TargetAccumulator]] = []
         for path in self._files():
+            if stopping():
+                return
             acc = await self._gate.run(functools.partial(self._partial, path, flt))
             if acc is not None:
                 parts.append((path, acc))

@@ -52,6 +52,7 @@ class ReadUpkeep:
         self._sides = sides
         self._interval_s = interval_s
         self._stop = threading.Event()
+        self._wake = asyncio.Event()  # cuts the pause between rounds short at stop
         self._job: Future[None] | None = None  # the prerender thread's current work
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="prerender", initializer=_lowest)
         self._task: asyncio.Task[None] | None = None
@@ -62,10 +63,10 @@ class ReadUpkeep:
     async def round(self) -> None:
         """One round: warm the summaries, then render what is sealed and missing."""
         try:
-            await self._reads.warm_targets()
+            await self._reads.warm_targets(self._stop.is_set)
         except ReadBusy as exc:  # the bound is busy with real reads: next round
             log.info("summary warm-up deferred", reason=str(exc))
-        if self._sides is not None:
+        if self._sides is not None and not self._stop.is_set():
             self._job = self._pool.submit(self._prerender, self._sides)
             await asyncio.wrap_future(self._job)
 
@@ -81,13 +82,14 @@ class ReadUpkeep:
                 log.info("export items pre-rendered", file=path.name)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.round()
             except Exception:  # never let upkeep die quietly or take anything down
                 log.exception("read upkeep failed; retrying at the next round")
             self.first_round.set()
-            await asyncio.sleep(self._interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval_s)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -97,10 +99,13 @@ class ReadUpkeep:
         loop is never blocked on the thread; after STOP_WAIT_S it is left to
         finish its chunk alone (a half-built side file is deleted next time)."""
         self._stop.set()
+        self._wake.set()
         if self._task is not None:
+            # the flag, not only the cancel: asyncio.wait_for (the read bound's
+            # wait for a slot) can swallow a cancel that lands as it completes,
+            # which left shutdown waiting on a task that slept on
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task], timeout=STOP_WAIT_S)
         if self._job is not None and not self._job.done():
             await asyncio.wait([asyncio.wrap_future(self._job)], timeout=STOP_WAIT_S)
         self._pool.shutdown(wait=False, cancel_futures=True)
