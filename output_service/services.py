@@ -22,6 +22,7 @@ from output_service.insight.silent import SilentNodes
 from output_service.metrics import Metrics
 from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import Reads, Store
+from output_service.storage.sqlite.reads.upkeep import ReadUpkeep
 from output_service.storage.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class Services:
     silent_nodes: SilentNodes | None = None
     # /api/hops from a backend that keeps the hop tables itself (postgres)
     hop_listing: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None
+    # warm summaries and pre-rendered export items (SQLite reads; started by the app)
+    read_upkeep: ReadUpkeep | None = None
 
     @classmethod
     def build(
@@ -69,6 +72,7 @@ class Services:
         services = cls(config, metrics, store, clock, clock(), hops)
         metrics.go_series_from(services.stats)
         services.serve_reads(store.reads, store.read_gate)
+        services.read_upkeep = store.read_upkeep
         return services
 
     def serve_reads(self, reads: Reads, gate: ReadGate) -> None:

@@ -37,7 +37,9 @@ from output_service.storage.sqlite.catalog import Catalog
 from output_service.storage.sqlite.file_names import results_files, size_on_disk
 from output_service.storage.sqlite.idempotency import IdempotencyCache
 from output_service.storage.sqlite.key_index import KeyIndex
+from output_service.storage.sqlite.reads.prerender import SideFiles
 from output_service.storage.sqlite.reads.reads import SqliteReads
+from output_service.storage.sqlite.reads.upkeep import ReadUpkeep
 from output_service.storage.sqlite.registry import FileEntry, FileRegistry
 from output_service.storage.sqlite.results_file import BatchMeta, BatchOutcome
 from output_service.storage.sqlite.rotator import Rotator
@@ -63,8 +65,10 @@ class StoreReads(SqliteReads):
     /recent from the file registry (which holds a file against retention while
     it is read), both through the read bound."""
 
-    def __init__(self, db_dir: Path, gate: ReadGate, catalog: Catalog) -> None:
-        super().__init__(lambda: results_files(db_dir)[::-1], gate)
+    def __init__(
+        self, db_dir: Path, gate: ReadGate, catalog: Catalog, sides: SideFiles | None
+    ) -> None:
+        super().__init__(lambda: results_files(db_dir)[::-1], gate, sides)
         self._recent_gate = gate
         self._catalog = catalog
 
@@ -97,7 +101,10 @@ class SqliteStore:
         self._catalog = Catalog(config, metrics, self._registry)
         self.archive = SqliteArchive(self._rotator, self._catalog, lambda: self.writer)
         self.read_gate = ReadGate(config.max_concurrent_reads, config.read_query_timeout_s)
-        self.reads = StoreReads(config.db_dir, self.read_gate, self._catalog)
+        sides = SideFiles(config.db_dir) if config.prerender_exports else None
+        self.reads = StoreReads(config.db_dir, self.read_gate, self._catalog, sides)
+        # warm summaries and pre-rendered export items; the app starts and stops it
+        self.read_upkeep = ReadUpkeep(self.reads, lambda: results_files(config.db_dir)[::-1], sides)
         self.last_result_time: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
