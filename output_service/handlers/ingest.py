@@ -139,11 +139,9 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
     request[COUNT] = result.count
     headers = {"Idempotent-Replayed": "true"} if result.duplicate else None
     if result.duplicate:
-        metrics.batches.labels(outcome="duplicate").inc()
+        metrics.batch_replayed()
     else:
-        metrics.batches.labels(outcome="ok").inc()
-        metrics.batch_size.observe(result.count)
-        metrics.ingest_latency.observe(loop.time() - started)
+        metrics.batch_stored(result.count, loop.time() - started)
     return json_reply({"status": "ok", "received": result.count}, headers=headers)
 
 

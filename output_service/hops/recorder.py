@@ -121,7 +121,7 @@ class HopRecorder:
                 unknown.append(ip)
         known = 0
         if unknown:
-            recent = {ip: at for ip, at in self._state.seen_at(unknown).items() if at > since}
+            recent = self._state.seen_at(unknown, after=since)
             for ip, queued_at in recent.items():
                 self.cache.put(ip, queued_at)
             known = len(recent)
