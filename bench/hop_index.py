@@ -27,10 +27,10 @@ from pathlib import Path
 
 from output_service.config import Config
 from output_service.models import Batch, Hop, Result, Traceroute
-from output_service.storage.inventory import make_live
-from output_service.storage.results_file import BatchMeta, ResultsFile
-from output_service.storage.schema import HOP_IP_INDEX
-from output_service.storage.snapshot import backup_to, seal
+from output_service.storage.sqlite.inventory import make_live
+from output_service.storage.sqlite.results_file import BatchMeta, ResultsFile
+from output_service.storage.sqlite.schema import HOP_IP_INDEX
+from output_service.storage.sqlite.snapshot import backup_to, seal
 
 GROUP = 1000
 MB = 1024 * 1024

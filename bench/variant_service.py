@@ -15,7 +15,7 @@ import asyncio
 import sys
 
 from output_service.cli import main
-from output_service.storage import results_file
+from output_service.storage.sqlite import results_file
 
 
 def apply(variant: str) -> None:
@@ -51,7 +51,7 @@ def _parallel_hop_hook() -> None:
     from concurrent.futures import ThreadPoolExecutor
     from typing import Any
 
-    from output_service.storage import writer
+    from output_service.storage.sqlite import writer
 
     hook_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer-hops")
 

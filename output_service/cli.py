@@ -36,9 +36,9 @@ from output_service.netlimits import (
 )
 from output_service.sdnotify import Notifier
 from output_service.services import Services
-from output_service.storage import OPEN_ERRORS, StartupFault
 from output_service.storage.dir_lock import DirLock, DirLockedError, holder
 from output_service.storage.postgres import StoreOpenError
+from output_service.storage.sqlite.store import OPEN_ERRORS, StartupFault
 
 log = structlog.get_logger("output_service")
 

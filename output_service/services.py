@@ -18,11 +18,11 @@ from output_service.config import Config
 from output_service.hops import HopFeedback
 from output_service.insight.silent import SilentNodes
 from output_service.metrics import Metrics
-from output_service.storage import Storage
-from output_service.storage.files import results_files
 from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import Reads
-from output_service.storage.sqlite_reads.reads import SqliteReads
+from output_service.storage.sqlite.file_names import results_files
+from output_service.storage.sqlite.reads.reads import SqliteReads
+from output_service.storage.sqlite.store import Storage
 
 if TYPE_CHECKING:
     from output_service.storage.postgres.compat import PgStorage

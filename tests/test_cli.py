@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from output_service.storage.files import results_files
+from output_service.storage.sqlite.file_names import results_files
 from tests.conftest import make_result
 
 DEADLINE_S = 20

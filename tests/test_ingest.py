@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from output_service.models import decode_batch
-from output_service.storage import StorageError, SubmitResult
+from output_service.storage.sqlite.store import StorageError, SubmitResult
 from tests.conftest import Running, StartService, make_result, wait_for
 
 

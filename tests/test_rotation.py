@@ -8,7 +8,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from output_service.storage.inventory import temp_dir
+from output_service.storage.sqlite.inventory import temp_dir
 from tests.conftest import Running, StartService, make_result, query, wait_for
 from tests.rotation_support import (
     DAY,

@@ -13,14 +13,14 @@ import structlog
 from aiohttp import web
 
 from output_service.handlers.common import SERVICES, json_error, json_reply
-from output_service.storage import (
+from output_service.storage.seam import ReadBusy
+from output_service.storage.sqlite.store import (
     InvalidFileNameError,
     RotationError,
     StorageError,
     UnknownFileError,
     WriterClosedError,
 )
-from output_service.storage.seam import ReadBusy
 
 SQLITE_TYPE = "application/vnd.sqlite3"
 CHUNK_BYTES = 256 * 1024

@@ -26,7 +26,7 @@ from output_service.models import (
     decode_batch,
 )
 from output_service.services import Services
-from output_service.storage import (
+from output_service.storage.sqlite.store import (
     IdempotencyConflictError,
     QueueFullError,
     StorageError,

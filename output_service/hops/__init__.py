@@ -21,7 +21,7 @@ from output_service.hops.sender import HopSender, SenderSettings
 from output_service.hops.state import STATE_FILE, StateDB
 from output_service.metrics import Metrics
 from output_service.models import Batch
-from output_service.storage.results_file import BatchMeta
+from output_service.storage.sqlite.results_file import BatchMeta
 
 __all__ = ["HopFeedback"]
 

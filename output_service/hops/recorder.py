@@ -23,7 +23,7 @@ from output_service.hops.state import StateDB
 from output_service.hops.throttle import Throttle
 from output_service.metrics import Metrics
 from output_service.models import Batch
-from output_service.storage.results_file import BatchMeta
+from output_service.storage.sqlite.results_file import BatchMeta
 
 
 class SeenCache:

@@ -24,9 +24,9 @@ from typing import Any
 
 import msgspec
 
-from output_service.storage.files import utc_text
-from output_service.storage.schema import SchemaError
-from output_service.storage.sqlite import immediate_transaction, run_script
+from output_service.storage.seam import utc_text
+from output_service.storage.sqlite.schema import SchemaError
+from output_service.storage.sqlite.transactions import immediate_transaction, run_script
 
 STATE_FILE = "state.db"
 SCHEMA_VERSION = 2

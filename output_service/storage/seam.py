@@ -24,10 +24,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from output_service.models import Batch
+
+# -- times ---------------------------------------------------------------------
+
+
+def utc_text(moment: float) -> str:
+    """A moment as RFC 3339 UTC text with microseconds: how every time crosses the seam."""
+    return (
+        datetime.fromtimestamp(moment, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
 
 # -- errors --------------------------------------------------------------------
 

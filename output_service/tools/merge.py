@@ -34,13 +34,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from output_service.storage.schema import (
+from output_service.storage.sqlite.schema import (
     SCHEMA_VERSION,
     SchemaError,
     add_sealed_indexes,
     migrate,
 )
-from output_service.storage.sqlite import immediate_transaction
+from output_service.storage.sqlite.transactions import immediate_transaction
 
 _PING = "ip, sent, received, packet_loss, avg_rtt, timestamp, error"
 _RESULT_COLUMNS = ("created_at", "raw")  # copied when the input has them, else NULL

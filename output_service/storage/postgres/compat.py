@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from output_service.models import Batch
-from output_service.storage.catalog import Dump, UnknownFileError
 from output_service.storage.postgres.store import PostgresStore
 from output_service.storage.seam import (
     IdempotencyConflict,
@@ -24,6 +23,7 @@ from output_service.storage.seam import (
     Submission,
     SubmitResult,
 )
+from output_service.storage.sqlite.catalog import Dump, UnknownFileError
 
 NO_ARCHIVE = "not on the postgres backend: no results files (pg_dump is the backup)"
 
@@ -63,7 +63,7 @@ class PgStorage:
         idempotency_key: str | None = None,
         body_hash: str | None = None,
     ) -> SubmitResult:
-        from output_service.storage import (
+        from output_service.storage.sqlite.store import (
             IdempotencyConflictError,
             QueueFullError,
             StorageError,

@@ -24,7 +24,6 @@ from output_service.config import Config
 from output_service.hops.recorder import HopCounts
 from output_service.hops.sender import HopSender, SenderSettings
 from output_service.metrics import Metrics
-from output_service.storage.files import utc_text
 from output_service.storage.postgres import StoreOpenError, schema
 from output_service.storage.postgres.connection import create_pool, describe, is_unavailable
 from output_service.storage.postgres.outbox import PgHopOutbox
@@ -39,6 +38,7 @@ from output_service.storage.seam import (
     StoreError,
     Submission,
     SubmitResult,
+    utc_text,
 )
 
 log = structlog.get_logger("output_service.storage.postgres")

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import structlog
 
 from output_service.models import Batch
-from output_service.storage.results_file import BatchMeta, BatchOutcome, ResultsFile
+from output_service.storage.sqlite.results_file import BatchMeta, BatchOutcome, ResultsFile
 
 T = TypeVar("T")
 log = structlog.get_logger("output_service.writer")

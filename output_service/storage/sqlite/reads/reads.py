@@ -23,7 +23,6 @@ import msgspec
 from output_service.insight import cursor as cursors
 from output_service.insight.routes import Observation, summarize
 from output_service.insight.summaries import TargetAccumulator, merge_nodes, series, sort_targets
-from output_service.storage.files import name_key
 from output_service.storage.read_gate import ReadGate, ReadTimedOut
 from output_service.storage.seam import (
     BadQuery,
@@ -32,8 +31,9 @@ from output_service.storage.seam import (
     SeriesQuery,
     TargetQuery,
 )
-from output_service.storage.sqlite_reads import queries
-from output_service.storage.sqlite_reads.partials import PartialCache
+from output_service.storage.sqlite.file_names import name_key
+from output_service.storage.sqlite.reads import queries
+from output_service.storage.sqlite.reads.partials import PartialCache
 
 ListFiles = Callable[[], Sequence[Path]]
 EXPORT_CHUNK = 2000  # results per statement of an export

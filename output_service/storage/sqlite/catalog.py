@@ -20,22 +20,22 @@ import structlog
 
 from output_service.config import Config
 from output_service.metrics import Metrics
-from output_service.storage import inventory, reader
-from output_service.storage.files import (
+from output_service.storage.seam import utc_text
+from output_service.storage.sqlite import inventory, reader
+from output_service.storage.sqlite.file_names import (
     RESULTS_FILE,
     results_files,
     size_on_disk,
-    utc_text,
 )
-from output_service.storage.idempotency import IdempotencyCache
-from output_service.storage.registry import FileEntry, FileRegistry
-from output_service.storage.snapshot import (
+from output_service.storage.sqlite.idempotency import IdempotencyCache
+from output_service.storage.sqlite.registry import FileEntry, FileRegistry
+from output_service.storage.sqlite.snapshot import (
     DumpSlots,
     link_or_copy,
     new_temp_path,
     result_span,
 )
-from output_service.storage.writer import StorageError
+from output_service.storage.sqlite.writer import StorageError
 
 log = structlog.get_logger("output_service.storage")
 

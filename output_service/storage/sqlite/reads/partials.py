@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 from output_service.insight.summaries import TargetAccumulator
 from output_service.storage.seam import ResultFilter
-from output_service.storage.sqlite_reads import queries
+from output_service.storage.sqlite.reads import queries
 
 if TYPE_CHECKING:
-    from output_service.storage.sqlite_reads.reads import _Conn
+    from output_service.storage.sqlite.reads.reads import _Conn
 
 MAX_ENTRIES = 64
 MAX_MERGED = 16

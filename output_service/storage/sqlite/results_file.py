@@ -20,8 +20,8 @@ from typing import Any
 import msgspec
 
 from output_service.models import Batch
-from output_service.storage import connect, file_info
-from output_service.storage.schema import migrate
+from output_service.storage.sqlite import connect, file_info
+from output_service.storage.sqlite.schema import migrate
 
 _PING_COLUMNS = (
     "id, ip, sent, received, packet_loss, avg_rtt, timestamp, error, batch_id, raw, created_at"

@@ -20,13 +20,14 @@ import structlog
 
 from output_service.config import Config
 from output_service.metrics import Metrics
-from output_service.storage.files import next_file_name, size_on_disk, utc_text
-from output_service.storage.inventory import make_live, temp_dir
-from output_service.storage.registry import FileEntry, FileRegistry
-from output_service.storage.results_file import ResultsFile
-from output_service.storage.rotation import Reason, RotationPolicy
-from output_service.storage.snapshot import seal
-from output_service.storage.writer import Writer
+from output_service.storage.seam import utc_text
+from output_service.storage.sqlite.file_names import next_file_name, size_on_disk
+from output_service.storage.sqlite.inventory import make_live, temp_dir
+from output_service.storage.sqlite.registry import FileEntry, FileRegistry
+from output_service.storage.sqlite.results_file import ResultsFile
+from output_service.storage.sqlite.rotation_policy import Reason, RotationPolicy
+from output_service.storage.sqlite.snapshot import seal
+from output_service.storage.sqlite.writer import Writer
 
 log = structlog.get_logger("output_service.storage")
 
