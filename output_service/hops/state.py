@@ -1,9 +1,9 @@
 """The hop state database (`state.db` in db_dir): seen-set, outbox, dead letters.
 
 Never rotated, so what was queued or sent survives rotation and restarts.
-Synchronous on purpose: the writer thread uses one connection (inside the
-results group, before the results commit) and the sender another, from a worker
-thread; WAL lets the sender read and delete while the writer inserts, and every
+Synchronous on purpose: the hop recorder's thread uses one connection (while
+the writer inserts a group, before the results commit) and the sender another,
+from a worker thread; WAL lets the sender read and delete while the writer inserts, and every
 transaction here is short so neither waits long on the other.
 
 Times are RFC 3339 UTC text with microseconds (`2026-11-23T08:00:00.123456Z`),
