@@ -50,9 +50,15 @@ def apply(variant: str) -> None:
         raise SystemExit(f"unknown variant {variant!r}")
 
 
+def _rows(self: Any, values: list[Any]) -> list[list[Any]]:
+    """The flat values `_Insert.run` gets, cut back into rows."""
+    width = self._width
+    return [values[i : i + width] for i in range(0, len(values), width)]
+
+
 def _executemany_inserts() -> None:
-    def run(self: Any, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-        conn.executemany(self._text(1), rows)
+    def run(self: Any, conn: sqlite3.Connection, values: list[Any]) -> None:
+        conn.executemany(self._text(1), _rows(self, values))
 
     results_file._Insert.run = run  # type: ignore[method-assign]
 
@@ -61,7 +67,8 @@ def _json_each_inserts() -> None:
     """The rows as one JSON array per table, unpacked by SQLite (`value->>i`)."""
     encoder = msgspec.json.Encoder()
 
-    def run(self: Any, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def run(self: Any, conn: sqlite3.Connection, values: list[Any]) -> None:
+        rows = _rows(self, values)
         if not rows:
             return
         payload = encoder.encode(rows)

@@ -120,13 +120,18 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
             )
         )
     batch = _decode(body, config.max_batch_results)
+    body_hash = hashlib.sha256(body).hexdigest() if key is not None else None
+    # The decoded batch is all that is needed from here: without this, every
+    # request waiting for its commit kept its body too (64 x 750 KB at 64 clients
+    # sending 1,000 results with traceroutes; BENCHMARKS.md, peak RSS).
+    del body
     try:
         result = await services.storage.submit(
             batch,
             remote=request.remote,
             node_id=request.headers.get("X-Node-ID", "")[:128] or None,
             idempotency_key=key,
-            body_hash=hashlib.sha256(body).hexdigest() if key is not None else None,
+            body_hash=body_hash,
         )
     except QueueFullError:
         raise Refused(refusals.QUEUE_FULL) from None

@@ -15,7 +15,6 @@ import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +73,16 @@ class _Insert:
             text = self._texts[rows] = self._head + ", ".join([self._one] * rows)
         return text
 
-    def run(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-        start, total, size = 0, len(rows), self._per_statement
+    def run(self, conn: sqlite3.Connection, values: list[Any]) -> None:
+        """Insert `values`: the rows' values one after the other, row after row
+        (built flat, so no tuple per row is made only to be taken apart here)."""
+        width = self._width
+        start, total, size = 0, len(values) // width, self._per_statement
         while start < total:
             left = total - start
             while size > left:
                 size >>= 1
-            chunk = rows[start : start + size]
-            conn.execute(self._text(size), list(chain.from_iterable(chunk)))
+            conn.execute(self._text(size), values[start * width : (start + size) * width])
             start += size
 
 
@@ -204,9 +205,10 @@ class ResultsFile:
         and COMMIT waits for it: its error rolls the group back.
         """
         saved = (self._next_ping, self._next_trace, self._next_batch)
-        pings: list[tuple[Any, ...]] = []
-        traces: list[tuple[Any, ...]] = []
-        hops: list[tuple[Any, ...]] = []
+        # each table's values, flat, in column order (see _Insert.run)
+        pings: list[Any] = []
+        traces: list[Any] = []
+        hops: list[Any] = []
         outcomes: list[BatchOutcome] = []
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
@@ -235,9 +237,9 @@ class ResultsFile:
         self,
         batch: Batch,
         meta: BatchMeta,
-        pings: list[tuple[Any, ...]],
-        traces: list[tuple[Any, ...]],
-        hops: list[tuple[Any, ...]],
+        pings: list[Any],
+        traces: list[Any],
+        hops: list[Any],
         keys_since: str,
     ) -> BatchOutcome:
         batch_id = self._next_batch
@@ -274,26 +276,24 @@ class ResultsFile:
             if error is not None or r.received == 0:
                 failed += 1
             extra = raw.get(index) if raw else None
-            pings.append(
-                (
-                    ping_id,
-                    r.ip,
-                    r.sent,
-                    r.received,
-                    r.packet_loss,
-                    r.avg_rtt,
-                    r.timestamp,
-                    error,
-                    batch_id,
-                    extra.decode() if extra else None,
-                    meta.received_at,
-                )
+            pings += (
+                ping_id,
+                r.ip,
+                r.sent,
+                r.received,
+                r.packet_loss,
+                r.avg_rtt,
+                r.timestamp,
+                error,
+                batch_id,
+                extra.decode() if extra else None,
+                meta.received_at,
             )
             t = r.traceroute
             if t is not None:
-                traces.append((trace_id, ping_id, t.method, t.completed, t.error or None))
+                traces += (trace_id, ping_id, t.method, t.completed, t.error or None)
                 for h in t.hops or ():
-                    hops.append((trace_id, h.ttl, h.ip or None, h.rtt, h.timeout))
+                    hops += (trace_id, h.ttl, h.ip or None, h.rtt, h.timeout)
                 trace_id += 1
             ping_id += 1
         self._next_ping = ping_id
