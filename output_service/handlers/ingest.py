@@ -115,12 +115,17 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
             )
         )
     batch = _decode(body, config.max_batch_results)
+    body_hash = hashlib.sha256(body).hexdigest() if key is not None else None
+    # The decoded batch is all that is needed from here: without this, every
+    # request waiting for its commit kept its body too (64 x 750 KB at 64 clients
+    # sending 1,000 results with traceroutes; BENCHMARKS.md, peak RSS).
+    del body
     submission = Submission(
         batch,
         remote=request.remote,
         node_id=request.headers.get("X-Node-ID", "")[:128] or None,
         idempotency_key=key,
-        body_hash=hashlib.sha256(body).hexdigest() if key is not None else None,
+        body_hash=body_hash,
     )
     try:
         result = await services.storage.submit(submission)
@@ -131,11 +136,9 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
     request[COUNT] = result.count
     headers = {"Idempotent-Replayed": "true"} if result.duplicate else None
     if result.duplicate:
-        metrics.batches.labels(outcome="duplicate").inc()
+        metrics.batch_replayed()
     else:
-        metrics.batches.labels(outcome="ok").inc()
-        metrics.batch_size.observe(result.count)
-        metrics.ingest_latency.observe(loop.time() - started)
+        metrics.batch_stored(result.count, loop.time() - started)
     return json_reply({"status": "ok", "received": result.count}, headers=headers)
 
 
