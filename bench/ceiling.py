@@ -1,6 +1,6 @@
 """The SQLite ceiling: the service's rows inserted straight into its schema.
 
-Stdlib sqlite3, the DDL of `output_service.storage.schema` (seed tables and
+Stdlib sqlite3, the DDL of `output_service.storage.sqlite.schema` (seed tables and
 indexes plus the `batches` table), the service's default PRAGMAs, ids assigned
 from counters, one `executemany` per table and 1,000 results per transaction.
 Rows are built before the clock starts: this is what SQLite alone can take.
@@ -21,7 +21,7 @@ from typing import Any
 
 from bench.payload import POOL_SEED, TIMESTAMP, make_results
 from output_service.config import Config
-from output_service.storage.schema import HOP_IP_INDEX, migrate
+from output_service.storage.sqlite.schema import HOP_IP_INDEX, migrate
 
 PER_TXN = 1000
 BATCH = 100  # one `batches` row per 100 results, as the service writes for 100-result POSTs

@@ -18,7 +18,7 @@ from output_service.hops.recorder import HopCounts, HopRecorder
 from output_service.hops.state import StateDB
 from output_service.metrics import Metrics
 from output_service.models import Batch, Hop, Result, Traceroute
-from output_service.storage.results_file import BatchMeta, ResultsFile
+from output_service.storage.sqlite.results_file import BatchMeta, ResultsFile
 
 BATCHES = 30
 

@@ -27,10 +27,10 @@ from pathlib import Path
 
 from output_service.config import Config
 from output_service.models import Batch, Hop, Result, Traceroute
-from output_service.storage.inventory import make_live
-from output_service.storage.results_file import BatchMeta, ResultsFile
-from output_service.storage.schema import HOP_IP_INDEX
-from output_service.storage.snapshot import backup_to, seal
+from output_service.storage.sqlite.inventory import make_live
+from output_service.storage.sqlite.results_file import BatchMeta, ResultsFile
+from output_service.storage.sqlite.schema import HOP_IP_INDEX
+from output_service.storage.sqlite.snapshot import backup_to, seal
 
 GROUP = 1000
 MB = 1024 * 1024
@@ -83,8 +83,7 @@ def ingest(path: Path, total: int, hop_index: bool) -> tuple[float, float, float
         file.write_group(group)
         spent += time.perf_counter() - t0
         marks.append(spent)
-    file.checkpoint()
-    file.close()
+    file.close()  # the last connection: SQLite folds the WAL in and removes it
     fifth = max(1, len(marks) // 5)
     first = fifth * GROUP / marks[fifth - 1]
     last = fifth * GROUP / (marks[-1] - marks[-1 - fifth])

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from output_service.storage.schema import add_sealed_indexes, migrate
+from output_service.storage.sqlite.schema import add_sealed_indexes, migrate
 
 FILES = 5
 RESULTS = 700_000

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from output_service.storage.files import results_files
+from output_service.storage.sqlite.file_names import results_files
 from tests.conftest import Running, make_result, query
 
 # 2026-01-01T00:00:00Z: file names made from this clock are known in advance.

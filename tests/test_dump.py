@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from output_service.config import Config
-from output_service.storage.results_file import ResultsFile
+from output_service.storage.sqlite.results_file import ResultsFile
 from tests.conftest import Running, StartService, query, wait_for
 from tests.rotation_support import (
     FakeClock,

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from output_service.storage import inventory
-from output_service.storage.files import utc_text
-from output_service.storage.schema import SEED_INDEXES, SEED_TABLES
+from output_service.storage.seam import utc_text
+from output_service.storage.sqlite import inventory
+from output_service.storage.sqlite.schema import SEED_INDEXES, SEED_TABLES
 from tests.conftest import make_result
 from tests.service_process import ServiceProcess, start_service
 

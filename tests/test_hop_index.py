@@ -11,8 +11,8 @@ from pathlib import Path
 from structlog.testing import capture_logs
 
 from output_service.config import Config
-from output_service.storage.files import results_files
-from output_service.storage.schema import SCHEMA_VERSION
+from output_service.storage.sqlite.file_names import results_files
+from output_service.storage.sqlite.schema import SCHEMA_VERSION
 from tests.conftest import Running, StartService, query
 from tests.rotation_support import (
     DAY,

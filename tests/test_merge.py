@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from output_service.storage.schema import SCHEMA_VERSION, SEED_INDEX_NAMES, SEED_TABLES
+from output_service.storage.sqlite.schema import SCHEMA_VERSION, SEED_INDEX_NAMES, SEED_TABLES
 from tests.conftest import Running, StartService, make_result, query
 
 CMD = [sys.executable, "-m", "output_service", "merge"]

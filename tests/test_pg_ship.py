@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("asyncpg")
 
-from output_service.storage.schema import SEED_TABLES
+from output_service.storage.sqlite.schema import SEED_TABLES
 from tests.conftest import StartService
 from tests.pg_load import results
 from tests.pg_server import PgDatabase

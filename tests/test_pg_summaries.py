@@ -50,9 +50,9 @@ async def _age(pg_db: PgDatabase, ids_from: int, by: dt.timedelta) -> None:
                 ("traceroute_results", "id"),
                 ("ping_results", "id"),
             ):
+                shift = f"UPDATE {table} SET received_at = received_at - $1::interval"
                 await conn.execute(
-                    f"UPDATE {table} SET received_at = received_at - $1::interval"
-                    f" WHERE {key} >= $2",
+                    f"{shift} WHERE {key} >= $2",
                     by,
                     ids_from,
                 )

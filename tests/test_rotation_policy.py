@@ -6,8 +6,13 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from output_service.storage.files import created_at, file_name_for, name_key, next_file_name
-from output_service.storage.rotation import (
+from output_service.storage.sqlite.file_names import (
+    created_at,
+    file_name_for,
+    name_key,
+    next_file_name,
+)
+from output_service.storage.sqlite.rotation_policy import (
     BYTES_PER_MB,
     SECONDS_PER_DAY,
     Reason,

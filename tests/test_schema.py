@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from output_service.storage.schema import (
+from output_service.storage.sqlite.schema import (
     SCHEMA_VERSION,
     SEED_INDEXES,
     SEED_TABLES,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from output_service.storage.schema import SCHEMA_VERSION
+from output_service.storage.sqlite.schema import SCHEMA_VERSION
 from tests.conftest import Running, make_result
 
 CMD = [sys.executable, "-m", "output_service"]

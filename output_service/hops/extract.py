@@ -1,6 +1,6 @@
 """Which traceroute hops are worth sending back, in which written form.
 
-Pure functions, run on the writer thread for every stored hop, so the common
+Pure functions, run on the hop recorder thread for every stored hop, so the common
 case (a dotted IPv4 address) is classified from its four bytes without building
 an `ipaddress` object. Excluded, as by Go's `net.IP` predicates: timed-out hops,
 empty or unparsable text, unspecified, loopback, link-local and multicast

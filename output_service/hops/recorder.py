@@ -1,6 +1,7 @@
 """The writer-side half of the hop loop: extract, deduplicate, queue.
 
-`HopRecorder` is the storage writer's `before_commit` hook. For each group it
+`HopRecorder` is the storage writer's `before_commit` hook (run on a thread of
+its own while the writer inserts the group's rows). For each group it
 extracts the sendable hops, drops those queued within the resend window (first
 in a bounded in-memory LRU, then in state.db's seen table), and writes the rest
 to the outbox, committing state.db *before* the results transaction commits. A
@@ -23,7 +24,7 @@ from output_service.hops.state import StateDB
 from output_service.hops.throttle import Throttle
 from output_service.metrics import Metrics
 from output_service.models import Batch
-from output_service.storage.results_file import BatchMeta
+from output_service.storage.sqlite.results_file import BatchMeta
 
 
 class SeenCache:
@@ -58,7 +59,7 @@ class SeenCache:
 
 @dataclass
 class HopCounts:
-    """Totals shared by the writer thread and the sender (guarded by `lock`).
+    """Totals shared by the recorder thread and the sender (guarded by `lock`).
 
     `discovered`, `sent`, `dropped` and `dead_lettered` mirror the counters
     kept in state.db, so /health reports totals across restarts without
@@ -77,7 +78,8 @@ class HopCounts:
 
 
 class HopRecorder:
-    """The before_commit hook; every method but `open` runs on the writer thread."""
+    """The before_commit hook; every method but `open` runs on the hop thread, one
+    group at a time (the writer waits for each before its next group)."""
 
     def __init__(
         self,
@@ -121,7 +123,7 @@ class HopRecorder:
                 unknown.append(ip)
         known = 0
         if unknown:
-            recent = {ip: at for ip, at in self._state.seen_at(unknown).items() if at > since}
+            recent = self._state.seen_at(unknown, after=since)
             for ip, queued_at in recent.items():
                 self.cache.put(ip, queued_at)
             known = len(recent)

@@ -1,9 +1,9 @@
 """The hop state database (`state.db` in db_dir): seen-set, outbox, dead letters.
 
 Never rotated, so what was queued or sent survives rotation and restarts.
-Synchronous on purpose: the writer thread uses one connection (inside the
-results group, before the results commit) and the sender another, from a worker
-thread; WAL lets the sender read and delete while the writer inserts, and every
+Synchronous on purpose: the hop recorder's thread uses one connection (while
+the writer inserts a group, before the results commit) and the sender another,
+from a worker thread; WAL lets the sender read and delete while the writer inserts, and every
 transaction here is short so neither waits long on the other.
 
 Times are RFC 3339 UTC text with microseconds (`2026-11-23T08:00:00.123456Z`),
@@ -22,9 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from output_service.storage.files import utc_text
-from output_service.storage.schema import SchemaError
-from output_service.storage.sqlite import immediate_transaction, run_script
+import msgspec
+
+from output_service.storage.seam import utc_text
+from output_service.storage.sqlite import connect
+from output_service.storage.sqlite.schema import SchemaError
+from output_service.storage.sqlite.transactions import immediate_transaction, run_script
 
 STATE_FILE = "state.db"
 SCHEMA_VERSION = 2
@@ -79,11 +82,17 @@ ALTER TABLE dead_letters_v2 RENAME TO dead_letters
 """
 )
 
+# Addresses go in as one JSON array of strings (`json_each`): one statement per
+# group whatever its size, where executemany stepped (and handed the GIL to the
+# event loop and back) once per address. `WHERE true` is SQLite's way to tell an
+# upsert's ON CONFLICT from a join's ON after a SELECT.
 _UPSERT_SEEN = (
-    "INSERT INTO seen (ip, queued_at) VALUES (?, ?)"
+    "INSERT INTO seen (ip, queued_at) SELECT value, ?2 FROM json_each(?1) WHERE true"
     " ON CONFLICT (ip) DO UPDATE SET queued_at = excluded.queued_at"
 )
-_LOOKUP_CHUNK = 500  # addresses per lookup query (SQLite allows 32766 parameters)
+_ADD_OUTBOX = "INSERT OR IGNORE INTO outbox (ip, queued_at) SELECT value, ?2 FROM json_each(?1)"
+_SEEN_AT = "SELECT s.ip, s.queued_at FROM seen s WHERE s.ip IN (SELECT value FROM json_each(?1))"
+_encoder = msgspec.json.Encoder()
 _ADD = "UPDATE counters SET value = value + ? WHERE name = ?"
 
 
@@ -110,11 +119,10 @@ class StateDB:
     @classmethod
     def open(cls, path: Path, *, synchronous: str) -> StateDB:
         """Open (creating or migrating) state.db."""
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = connect.read_write(path)  # autocommit, the shared busy timeout
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the seen-set's hot pages
             _migrate(conn)
         except BaseException:
@@ -127,16 +135,21 @@ class StateDB:
 
     # -- the writer's side ------------------------------------------------
 
-    def seen_at(self, ips: Iterable[str]) -> dict[str, float]:
-        """When each of `ips` that is in the seen-set was last queued."""
-        found: dict[str, float] = {}
+    def seen_at(self, ips: Iterable[str], after: float | None = None) -> dict[str, float]:
+        """When each of `ips` that is in the seen-set was last queued; with `after`,
+        only those queued after it (compared in SQL, as text: fixed-width UTC sorts
+        by time), so the common answer for new hops is no rows at all.
+
+        The addresses travel as one JSON array (`json_each`): one statement and one
+        GIL hand-off for the whole group, instead of an IN list per 500."""
         wanted = list(ips)
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT ip, queued_at FROM seen WHERE ip IN ({marks})"
-            found.update((str(ip), moment(at)) for ip, at in self._conn.execute(sql, chunk))
-        return found
+        if not wanted:
+            return {}
+        sql = _SEEN_AT if after is None else _SEEN_AT + " AND s.queued_at > ?2"
+        params: tuple[str, ...] = (_json_list(wanted),)
+        if after is not None:
+            params += (utc_text(after),)
+        return {str(ip): moment(at) for ip, at in self._conn.execute(sql, params)}
 
     def queue(self, ips: Sequence[str], now: float, cap: int, depth: int) -> tuple[int, list[str]]:
         """Mark `ips` seen and add them to the outbox in one transaction; then, if the
@@ -145,14 +158,10 @@ class StateDB:
         Returns (rows added, addresses dropped)."""
         conn = self._conn
         at = utc_text(now)
+        listed = _json_list(ips)
         with immediate_transaction(conn):
-            conn.executemany(_UPSERT_SEEN, [(ip, at) for ip in ips])
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO outbox (ip, queued_at) VALUES (?, ?)",
-                [(ip, at) for ip in ips],
-            )
-            added = conn.total_changes - before
+            conn.execute(_UPSERT_SEEN, (listed, at))
+            added = conn.execute(_ADD_OUTBOX, (listed, at)).rowcount
             dropped: list[str] = []
             excess = depth + added - cap
             if excess > 0:
@@ -220,6 +229,11 @@ class StateDB:
         return {str(n): int(v) for n, v in self._conn.execute("SELECT name, value FROM counters")}
 
 
+def _json_list(ips: Iterable[str]) -> str:
+    """Addresses as a JSON array (text: newer SQLite reads a BLOB as JSONB)."""
+    return _encoder.encode(list(ips)).decode()
+
+
 def moment(text: str) -> float:
     """Unix seconds of a stored RFC 3339 time."""
     return datetime.fromisoformat(text).timestamp()
@@ -259,7 +273,7 @@ def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
     nor dead-lettered), the outbox depth, and the dead letters with the input
     service's reply (times as stored: RFC 3339 UTC). state.db keeps no first-seen
     time, so none is shown."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn = connect.read_only(path)
     try:
         rows = conn.execute(
             "SELECT s.ip, s.queued_at, o.id IS NOT NULL, d.id IS NOT NULL FROM seen s"

@@ -24,10 +24,23 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from output_service.models import Batch
+
+# -- times ---------------------------------------------------------------------
+
+
+def utc_text(moment: float) -> str:
+    """A moment as RFC 3339 UTC text with microseconds: how every time crosses the seam."""
+    return (
+        datetime.fromtimestamp(moment, UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
 
 # -- errors --------------------------------------------------------------------
 
@@ -54,6 +67,13 @@ class QueueFull(StoreError):
 
 class StoreClosed(StoreError):
     kind = "closed"
+
+
+class ArchiveError(StoreError):
+    """The archive could not do what was asked (a rotation that cannot start a
+    new file); ingest goes on in the current one (503)."""
+
+    kind = "archive"
 
 
 class IdempotencyConflict(Exception):
@@ -249,8 +269,13 @@ class Store(Protocol):
     """What every backend provides. `open` before the first request, `close`
     after the last (commits everything queued)."""
 
-    archive: Archive | None
-    reads: Reads
+    @property
+    def archive(self) -> Archive | None:
+        """Rotate, list and dump files: None on a backend without files."""
+        ...
+
+    @property
+    def reads(self) -> Reads: ...
 
     async def open(self) -> None: ...
 

@@ -26,10 +26,10 @@ import msgspec
 
 from output_service.insight import params
 from output_service.insight.rows import csv_text
-from output_service.storage.files import RESULTS_FILE, name_key
 from output_service.storage.read_gate import ReadGate
-from output_service.storage.schema import SCHEMA_VERSION, SEED_INDEX_NAMES, index_names
-from output_service.storage.sqlite_reads.reads import SqliteReads
+from output_service.storage.sqlite.file_names import RESULTS_FILE, name_key
+from output_service.storage.sqlite.reads.reads import SqliteReads
+from output_service.storage.sqlite.schema import SCHEMA_VERSION, SEED_INDEX_NAMES, index_names
 
 COMMANDS = ("check", "export", "post")
 

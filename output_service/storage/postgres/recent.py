@@ -9,8 +9,8 @@ from typing import Any
 
 import asyncpg
 
-from output_service.storage.files import utc_text
 from output_service.storage.postgres.connection import Conn
+from output_service.storage.seam import utc_text
 
 _RECENT = (
     "SELECT p.id, p.ip, p.sent, p.received, p.packet_loss, p.avg_rtt, p.timestamp, p.error,"

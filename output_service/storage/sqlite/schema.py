@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from output_service.storage.sqlite import immediate_transaction, run_script
+from output_service.storage.sqlite.transactions import immediate_transaction, run_script
 
 SCHEMA_VERSION = 2
 

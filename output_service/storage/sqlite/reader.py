@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite
 
 from output_service.models import hops_were_null
-from output_service.storage import connect
+from output_service.storage.sqlite import connect
 
 _RECENT = (
     "SELECT p.id, p.ip, p.sent, p.received, p.packet_loss, p.avg_rtt, p.timestamp, p.error,"

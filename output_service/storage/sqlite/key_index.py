@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from output_service.storage import connect
+from output_service.storage.sqlite import connect
 
 KeyRow = tuple[str, int, str | None, str]  # key, result count, body hash, received_at
 _LOOKUP_CHUNK = 500

@@ -24,10 +24,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from output_service.storage import connect, file_info
-from output_service.storage.files import companions
-from output_service.storage.results_file import file_counts, idempotency_keys_since
-from output_service.storage.schema import SCHEMA_VERSION, drop_live_only_indexes, migrate
+from output_service.storage.sqlite import connect, file_info
+from output_service.storage.sqlite.file_names import companions
+from output_service.storage.sqlite.results_file import file_counts, idempotency_keys_since
+from output_service.storage.sqlite.schema import SCHEMA_VERSION, drop_live_only_indexes, migrate
 
 QUARANTINE_DIR = "quarantine"
 TEMP_DIR = "tmp"

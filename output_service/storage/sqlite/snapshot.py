@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from output_service.storage import connect, file_info
-from output_service.storage.schema import add_sealed_indexes
 from output_service.storage.seam import ReadBusy
+from output_service.storage.sqlite import connect, file_info
+from output_service.storage.sqlite.schema import add_sealed_indexes
 
 T = TypeVar("T")
 
@@ -149,7 +149,7 @@ def backup_to(
     """
     src = connect.read_only(source)
     try:
-        dst = sqlite3.connect(dest, isolation_level=None)
+        dst = connect.backup_target(dest)
         if on_open is not None:
             on_open(dst)
         try:

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from output_service.storage.files import name_time, utc_text
+from output_service.storage.seam import utc_text
+from output_service.storage.sqlite.file_names import name_time
 
 State = Literal["live", "sealing", "sealed"]
 STATES: tuple[State, ...] = ("live", "sealing", "sealed")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import structlog
 
-from output_service.storage.files import companions
-from output_service.storage.rotation import beyond_retention
+from output_service.storage.sqlite.file_names import companions
+from output_service.storage.sqlite.rotation_policy import beyond_retention
 
 log = structlog.get_logger("output_service.storage")
 

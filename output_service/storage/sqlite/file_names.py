@@ -10,15 +10,6 @@ from pathlib import Path
 RESULTS_FILE = re.compile(r"results_\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}(?:_\d+)?\.db")
 
 
-def utc_text(moment: float) -> str:
-    """A moment as RFC 3339 UTC text with microseconds, as the JSON replies show it."""
-    return (
-        datetime.fromtimestamp(moment, UTC)
-        .isoformat(timespec="microseconds")
-        .replace("+00:00", "Z")
-    )
-
-
 def file_name_for(moment: float, taken: set[str]) -> str:
     """A new file name for `moment`, with a numeric suffix if that second is taken."""
     stem = "results_" + datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%d_%H-%M-%S")
