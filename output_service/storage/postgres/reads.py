@@ -59,11 +59,12 @@ class PgReads:
         threads, at a lower CPU priority than the event loop that serves ingest
         (as the SQLite backend's reads run)."""
         gate = self.gate
-        try:
-            await self._share.admit(gate.queue_wait_s)
-        except ReadBusy:
-            gate.refused += 1
-            raise
+        if gate.running:  # reads overlap: held to their share (one at a time never is)
+            try:
+                await self._share.admit(gate.queue_wait_s)
+            except ReadBusy:
+                gate.refused += 1
+                raise
         async with gate.slot() as steps, self._pool().acquire() as conn:
             started = time.monotonic()  # time running, not waiting for a slot
 
