@@ -44,7 +44,7 @@ STAGES: list[tuple[str, str]] = [
     ("http: json response", "json_response"),
     ("logging: request line", "structlog"),
     ("metrics", "prometheus_client"),
-    ("storage.submit/futures", "Storage.submit"),
+    ("storage.submit/futures", "Store.submit"),
     ("aiohttp: parse/dispatch/write", "aiohttp/"),
     ("asyncio: event loop", "asyncio/"),
 ]

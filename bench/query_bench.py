@@ -6,7 +6,10 @@ of repeated requests, wall time at the client): /api/targets over everything,
 /api/routes for one target over the week, the ndjson export of everything
 (results/s, and the service's RSS during it against an export of one target),
 and ingest (4 closed-loop posting connections, 100-result batches with 10-hop
-traceroutes) alone and while 20 readers loop over the endpoints. Appends a
+traceroutes) alone, while one client loops over the figures' queries, while 20
+readers loop over the endpoints, and (the control) while 20 clients loop on
+/health. Also the first /api/targets after start-up (the start-up warm-up still
+running) and how long the pre-rendering of the sealed files took. Appends a
 section to BENCHMARKS.md.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -32,6 +36,7 @@ from bench.loadgen import argv as loadgen_argv
 from bench.payload import pool_file
 from bench.query_data import target_ip
 
+SEALED = 4  # of bench-data's 5 files
 WEEK = "since=2026-01-01T00:00:00Z&until=2026-01-08T00:00:00Z"
 
 
@@ -112,11 +117,31 @@ def ingest_rate(url: str, pool: Path, duration: float) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["results_per_s"])
 
 
-async def hammer(base: str, stop: asyncio.Event, counts: dict[str, int]) -> None:
-    urls = [
+PAGE_FILTERS = {
+    "none": "", "ip": f"ip={target_ip(42)}", "node": "node=node-07", "failed": "failed=true",
+    "since_until": "since=2026-01-03T00:00:00Z&until=2026-01-03T01:00:00Z",
+    "ip_node": f"ip={target_ip(42)}&node=node-07",
+}  # fmt: skip
+
+
+def hammer_urls(base: str) -> list[str]:
+    """The old reader mix: every endpoint, 1,000-result pages."""
+    return [
         f"{base}/api/targets", f"{base}/api/targets/{target_ip(7)}?{WEEK}&step=1h",
         f"{base}/api/results?limit=1000", f"{base}/api/routes?ip={target_ip(9)}&{WEEK}",
     ]  # fmt: skip
+
+
+def query_loop_urls(base: str) -> list[str]:
+    """The figures' own queries, one after another: what the goal says runs in a loop."""
+    return [
+        f"{base}/api/targets", f"{base}/api/targets/{target_ip(7)}?{WEEK}&step=1h",
+        *(f"{base}/api/results?limit=100&{q}" for q in PAGE_FILTERS.values()),
+        f"{base}/api/routes?ip={target_ip(9)}&{WEEK}",
+    ]  # fmt: skip
+
+
+async def hammer(urls: list[str], stop: asyncio.Event, counts: dict[str, int]) -> None:
     async with aiohttp.ClientSession() as session:
         i = 0
         while not stop.is_set():
@@ -125,6 +150,27 @@ async def hammer(base: str, stop: asyncio.Event, counts: dict[str, int]) -> None
                 key = str(resp.status)
                 counts[key] = counts.get(key, 0) + 1
             i += 1
+
+
+async def first_targets(base: str) -> float:
+    """ms of the first /api/targets after start-up (the warm-up is still running)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+        t0 = time.perf_counter()
+        async with s.get(f"{base}/api/targets") as resp:
+            assert resp.status == 200, (resp.status, await resp.text())
+            await resp.read()
+        return (time.perf_counter() - t0) * 1000
+
+
+def wait_for_prerender(data: Path, sealed: int, limit_s: float = 600.0) -> None:
+    """Until the upkeep has rendered the side file of every sealed file."""
+    deadline = time.monotonic() + limit_s
+    cache = data / "read-cache"
+    while time.monotonic() < deadline:
+        if cache.is_dir() and len(list(cache.glob("*.items"))) >= sealed:
+            return
+        time.sleep(0.2)
+    raise SystemExit("the sealed files were not pre-rendered in time")
 
 
 async def measure(base: str, results_url: str, pid: int, pool: Path) -> dict[str, Any]:
@@ -137,12 +183,7 @@ async def measure(base: str, results_url: str, pid: int, pool: Path) -> dict[str
                 for k in (1, 500, 4999)
             ]
         )
-        for name, q in {
-            "none": "", "ip": f"ip={target_ip(42)}", "node": "node=node-07",
-            "failed": "failed=true",
-            "since_until": "since=2026-01-03T00:00:00Z&until=2026-01-03T01:00:00Z",
-            "ip_node": f"ip={target_ip(42)}&node=node-07",
-        }.items():  # fmt: skip
+        for name, q in PAGE_FILTERS.items():
             figures[f"results_page_{name}_ms"] = await timed(s, f"{base}/api/results?limit=100&{q}")
         figures["routes_week_ms"] = statistics.median(
             [
@@ -158,24 +199,33 @@ async def measure(base: str, results_url: str, pid: int, pool: Path) -> dict[str
         figures["export_results_per_s"] = round(lines / seconds)
         figures["export_peak_rss_mb_all"] = round(many.peak / 1024, 1)
         figures["export_peak_rss_mb_one_target"] = round(few.peak / 1024, 1)
-    figures["ingest_alone_results_per_s"] = round(ingest_rate(results_url, pool, 10))
+    alone = figures["ingest_alone_results_per_s"] = round(ingest_rate(results_url, pool, 10))
+    for name, urls, n in (
+        ("one_query_loop", query_loop_urls(base), 1),
+        ("20_readers", hammer_urls(base), 20),
+        # the control: as many clients on a trivial endpoint, to tell what the
+        # bench's own clients and HTTP cost on this 2-core machine from what reads cost
+        ("20_health_readers", [f"{base}/health"], 20),
+    ):
+        rate, counts = await ingest_while(results_url, pool, urls, n)
+        figures[f"ingest_with_{name}_results_per_s"] = round(rate)
+        figures[f"ingest_with_{name}_kept_pct"] = round(100 * rate / alone, 1)
+        figures[f"ingest_with_{name}_reader_statuses"] = counts
+    return figures
+
+
+async def ingest_while(
+    results_url: str, pool: Path, urls: list[str], readers: int
+) -> tuple[float, dict[str, int]]:
+    """Ingest rate while `readers` clients loop over `urls`, and their reply statuses."""
     stop, counts = asyncio.Event(), dict[str, int]()
-    readers = [asyncio.create_task(hammer(base, stop, counts)) for _ in range(20)]
+    tasks = [asyncio.create_task(hammer(urls, stop, counts)) for _ in range(readers)]
     try:
-        figures["ingest_with_20_readers_results_per_s"] = round(
-            await asyncio.to_thread(ingest_rate, results_url, pool, 10)
-        )
+        rate = await asyncio.to_thread(ingest_rate, results_url, pool, 10)
     finally:
         stop.set()
-        await asyncio.gather(*readers)
-    figures["reader_statuses"] = counts
-    figures["ingest_kept_pct"] = round(
-        100
-        * figures["ingest_with_20_readers_results_per_s"]
-        / figures["ingest_alone_results_per_s"],
-        1,
-    )
-    return figures
+        await asyncio.gather(*tasks)
+    return rate, counts
 
 
 def main() -> None:
@@ -197,8 +247,17 @@ def main() -> None:
     )  # fmt: skip
     try:
         base = f"http://127.0.0.1:{health}"
+        started = time.monotonic()
         wait_for_port(health)
-        figures = asyncio.run(measure(base, f"http://127.0.0.1:{port}/results", proc.pid, pool))
+        first_ms = asyncio.run(first_targets(base))
+        wait_for_prerender(data, SEALED)
+        ready_s = time.monotonic() - started
+        figures: dict[str, Any] = {"targets_first_after_start_ms": round(first_ms, 1)}
+        figures["prerender_done_after_start_s"] = round(ready_s, 1)
+        figures.update(
+            asyncio.run(measure(base, f"http://127.0.0.1:{port}/results", proc.pid, pool))
+        )
+        figures["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     finally:
         proc.terminate()
         proc.wait(30)

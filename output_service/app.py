@@ -61,6 +61,7 @@ def create_results_app(services: Services) -> web.Application:
     app = _base_app(services)
     app.cleanup_ctx.append(_storage_lifecycle)
     app.cleanup_ctx.append(_hop_sender_lifecycle)
+    app.cleanup_ctx.append(_read_upkeep_lifecycle)
     app.on_shutdown.append(_begin_hop_shutdown)
     app[IN_FLIGHT] = InFlight(int(services.config.queue_max_mb * 1024 * 1024))
     app.router.add_post("/results", ingest.post_results)
@@ -115,6 +116,17 @@ async def _hop_sender_lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     if hops is not None:
         await hops.stop_sender()
+
+
+async def _read_upkeep_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    # after storage has opened (start-up has checked and migrated every file),
+    # stopped before it closes
+    upkeep = app[SERVICES].read_upkeep
+    if upkeep is not None:
+        upkeep.start()
+    yield
+    if upkeep is not None:
+        await upkeep.stop()
 
 
 async def _begin_hop_shutdown(app: web.Application) -> None:

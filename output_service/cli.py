@@ -38,7 +38,8 @@ from output_service.sdnotify import Notifier
 from output_service.services import Services
 from output_service.storage.dir_lock import DirLock, DirLockedError, holder
 from output_service.storage.postgres import StoreOpenError
-from output_service.storage.sqlite.store import OPEN_ERRORS, StartupFault
+from output_service.storage.sqlite.inventory import StartupFault
+from output_service.storage.sqlite.store import OPEN_ERRORS
 
 log = structlog.get_logger("output_service")
 
@@ -132,7 +133,7 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
             results_port=results_port,
             health_port=health_port,
             db_dir=str(config.db_dir),
-            current_db_file=services.storage.current_file.name,
+            current_db_file=services.storage.stats()["current_db_file"],
             hop_loop=services.hops is not None,
             settings=effective_settings(config),
         )
@@ -149,7 +150,7 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
         await results_runner.cleanup()
     log.info(
         "stopped",
-        total_results=services.storage.total_results,
+        total_results=services.storage.stats()["total_results"],
         hops_waiting=services.hops.counts.depth if services.hops is not None else 0,
     )
 

@@ -199,6 +199,9 @@ class Config:
     node_silent_after_s: float = _setting(
         600.0, "/api/nodes marks a node silent after this many seconds without a batch", minimum=0
     )
+    prerender_exports: bool = _setting(
+        True, "render export items of sealed files once, into db_dir/read-cache (~1.3x their size)"
+    )
 
     def validate(self) -> Config:
         """Check cross-field rules the per-field minimums cannot express."""

@@ -1,8 +1,10 @@
-"""What the HTTP apps share: config, metrics, storage, the hop loop and the clock.
+"""What the HTTP apps share: config, metrics, the store, the hop loop and the clock.
 
 Built (not started) before the apps; the results app's cleanup context opens
 and closes it, and the health app reads the same object, so both ports see
-one storage and one registry.
+one store and one registry. `build` is the one place that picks the backend
+(`storage = "sqlite"` or `"postgres"`): everything after it speaks the seam
+(`storage.seam.Store`).
 """
 
 from __future__ import annotations
@@ -19,31 +21,30 @@ from output_service.hops import HopFeedback
 from output_service.insight.silent import SilentNodes
 from output_service.metrics import Metrics
 from output_service.storage.read_gate import ReadGate
-from output_service.storage.seam import Reads
-from output_service.storage.sqlite.file_names import results_files
-from output_service.storage.sqlite.reads.reads import SqliteReads
-from output_service.storage.sqlite.store import Storage
+from output_service.storage.seam import Reads, Store
+from output_service.storage.sqlite.reads.upkeep import ReadUpkeep
+from output_service.storage.sqlite.store import SqliteStore
 
 if TYPE_CHECKING:
-    from output_service.storage.postgres.compat import PgStorage
+    from output_service.storage.postgres.store import PostgresStore
 
 
 @dataclass
 class Services:
     config: Config
     metrics: Metrics
-    storage: Storage | PgStorage
+    storage: Store
     clock: Callable[[], float] = time.time
     started_at: float = field(default_factory=time.time)
-    hops: HopFeedback | None = None  # None when input_url is "" (feedback off)
-    # The query API: every read endpoint goes through read_gate (see build_reads)
+    hops: HopFeedback | None = None  # the SQLite hop loop; None when input_url is ""
+    # The query API (the store's reads) and their bound
     read_gate: ReadGate | None = None
     reads: Reads | None = None
     silent_nodes: SilentNodes | None = None
     # /api/hops from a backend that keeps the hop tables itself (postgres)
     hop_listing: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None
-    # /recent through the read bound: set where the backend's reads are wired
-    recent: Callable[[int, str | None], Awaitable[list[dict[str, Any]]]] | None = None
+    # warm summaries and pre-rendered export items (SQLite reads; started by the app)
+    read_upkeep: ReadUpkeep | None = None
 
     @classmethod
     def build(
@@ -60,28 +61,19 @@ class Services:
             # transaction, a sender per instance): no state.db, no HopFeedback
             pg = _postgres(config, metrics, clock)
             services = cls(config, metrics, pg, clock, clock())
-            services.serve_reads(pg.store.reads, pg.store.reads.gate)
-            services.recent = pg.store.reads.recent  # takes a gate slot itself
+            services.serve_reads(pg.reads, pg.reads.gate)
             if config.input_url:
-                services.hop_listing = pg.store.reads.hops
+                services.hop_listing = pg.reads.hops
             return services
         hops = HopFeedback(config, metrics, clock) if config.input_url else None
-        storage = Storage(
+        store = SqliteStore(
             config, metrics, clock, before_commit=hops.before_commit if hops else None
         )
-        services = cls(config, metrics, storage, clock, clock(), hops)
+        services = cls(config, metrics, store, clock, clock(), hops)
         metrics.go_series_from(services.stats)
-        services.build_reads()
+        services.serve_reads(store.reads, store.read_gate)
+        services.read_upkeep = store.read_upkeep
         return services
-
-    def build_reads(self) -> None:
-        """The SQLite reads over every retained file (db_dir, newest first)."""
-        cfg = self.config
-        gate = ReadGate(cfg.max_concurrent_reads, cfg.read_query_timeout_s)
-        self.serve_reads(SqliteReads(lambda: results_files(cfg.db_dir)[::-1], gate), gate)
-        storage = self.storage
-        # /recent's reader runs on its own aiosqlite connection: bound it here
-        self.recent = lambda limit, ip: gate.bound(lambda: storage.recent(limit, ip))
 
     def serve_reads(self, reads: Reads, gate: ReadGate) -> None:
         """The query API's reads (any backend's), bounded by `gate`; the silent-nodes gauge."""
@@ -96,16 +88,15 @@ class Services:
         self.metrics.silent_nodes.set_function(self.silent_nodes.count)
 
     def stats(self) -> dict[str, Any]:
-        """The `stats` object of /health and /stats: storage's, with the hop totals."""
+        """The `stats` object of /health and /stats: the store's, with the hop totals."""
         stats = self.storage.stats()
         if self.hops is not None:
             stats.update(self.hops.stats())
         return stats
 
 
-def _postgres(config: Config, metrics: Metrics, clock: Callable[[], float]) -> PgStorage:
+def _postgres(config: Config, metrics: Metrics, clock: Callable[[], float]) -> PostgresStore:
     # imported here: asyncpg is an optional dependency (the `postgres` extra)
-    from output_service.storage.postgres.compat import PgStorage
     from output_service.storage.postgres.store import PostgresStore
 
-    return PgStorage(PostgresStore(config, metrics, clock))
+    return PostgresStore(config, metrics, clock)

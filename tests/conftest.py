@@ -66,6 +66,8 @@ def start_service(aiohttp_client: Any, config: Config) -> StartService:
         services = Services.build(cfg, **kwargs)
         results = await serve_app(aiohttp_client, create_results_app(services), results=True)
         health = await serve_app(aiohttp_client, create_health_app(services), results=False)
+        if services.read_upkeep is not None:  # its start-up round: warm-up and pre-render
+            await asyncio.wait_for(services.read_upkeep.first_round.wait(), 60)
         return Running(services, results, health)
 
     return start

@@ -91,6 +91,8 @@ async def seeded_backend(start_backend: StartService) -> Running:
     service = await start_backend(clock=lambda: now[0])
     await _post(service, seed_a_n1(), "n1")
     await _post(service, seed_b(), None)
+    if service.services.storage.archive is not None:  # files: A's results in two of them
+        assert (await service.results.post("/rotate")).status == 200
     await _post(service, seed_a_n2(), "n2")
     await _post(service, [make_result(C, timestamp=_ts(200), avg_rtt=r) for r in C_RTTS], "n3")
     service.now = now  # type: ignore[attr-defined]
@@ -114,8 +116,9 @@ async def test_results_pages_and_filters(seeded_backend: Running) -> None:
     everything = await _pages(seeded_backend, "/api/results?limit=4")
     assert len(everything) == 37
     assert len({(r["file"], r["id"]) for r in everything}) == 37
-    ids = [r["id"] for r in everything]
-    assert ids == sorted(ids, reverse=True)  # newest arrival first (one file or one table)
+    # newest arrival first: newest file first, then by id ("" for a table)
+    order = [(r["file"], r["id"]) for r in everything]
+    assert order == sorted(order, reverse=True)
     first = _comparable(everything[0])
     assert first == {
         **make_result(C, avg_rtt=C_RTTS[-1]),
@@ -211,7 +214,12 @@ async def test_target_series(seeded_backend: Running) -> None:
         "rtt_min_ns": 1_000_000,
         "rtt_max_ns": 6_000_000,
     }
-    assert [b["results"] for b in body["series"]] == [6, 4, 4]
+    assert [(b["t"], b["results"]) for b in body["series"]] == [
+        ("2026-01-01T00:00:00Z", 6),
+        ("2026-01-01T01:00:00Z", 4),
+        ("2026-01-01T02:00:00Z", 4),
+    ]
+    assert (await get(seeded_backend, f"/api/targets/{A}?step=1d"))["series"][0]["results"] == 14
     assert body["series"][1]["loss_pct"] == 25.0 and body["series"][2]["rtt_p50_ns"] == 30_000_000
     await get(seeded_backend, "/api/targets/192.0.2.99", status=404)
 
@@ -240,6 +248,8 @@ async def test_nodes_and_silence(seeded_backend: Running) -> None:
     seeded_backend.now[0] += 3600  # type: ignore[attr-defined]
     body = await get(seeded_backend, "/api/nodes")
     assert all(n["silent"] for n in body["nodes"])
+    metrics = await (await seeded_backend.health.get("/metrics")).text()
+    assert "output_service_silent_nodes 4.0" in metrics
 
 
 BAD_PATHS = [
@@ -254,6 +264,7 @@ BAD_PATHS = [
     "/api/results?limit=1&limit=2",
     "/api/results?bogus=1",
     "/api/targets?sort=name",
+    "/api/targets?ip=192.0.2.1",
     "/api/targets?until=2026-01-01T00:00:00Z&since=2026-01-02T00:00:00Z",
     "/api/targets/not-an-ip",
     "/api/targets/192.0.2.1?step=7m",

@@ -43,7 +43,7 @@ async def test_hops_are_durable_when_the_results_commit_starts(
             rows = query(state_file(running), "SELECT ip FROM seen")
             seen_at_commit.append({ip for (ip,) in rows})
 
-    conn = running.services.storage.writer.file._conn
+    conn = running.services.storage.writer._live()._conn
     conn.set_trace_callback(on_statement)
     hops = [f"198.51.100.{i}" for i in range(1, 41)]
     results = [traced(f"192.0.2.{i}", *hops[i * 4 : i * 4 + 4]) for i in range(10)]

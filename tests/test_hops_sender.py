@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from output_service.hops.outbox import SqliteHopOutbox
 from output_service.hops.recorder import HopCounts
 from output_service.hops.sender import HopSender, SenderSettings, _retry_after
 from output_service.hops.state import StateDB
@@ -62,7 +63,7 @@ def sender_for(
     counts.depth = state.depth()
     settings = SenderSettings(url, 500, 0.01, base, cap, 5.0)
     return HopSender(
-        state,
+        SqliteHopOutbox(state, lambda: NOW),
         counts,
         metrics or Metrics(CollectorRegistry()),
         settings,

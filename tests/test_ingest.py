@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from output_service.models import decode_batch
-from output_service.storage.sqlite.store import StorageError, SubmitResult
+from output_service.storage.seam import StoreError, Submission, SubmitResult
 from tests.conftest import Running, StartService, make_result, wait_for
 
 
@@ -285,9 +285,13 @@ async def test_a_client_gone_mid_commit_does_not_fail_its_retry(service: Running
         writer.call(lambda: asyncio.run_coroutine_threadsafe(gate.wait(), loop).result())
     )
     batch = decode_batch(json.dumps([make_result()]).encode(), 10)
-    first = asyncio.ensure_future(storage.submit(batch, idempotency_key="k", body_hash="h"))
+    first = asyncio.ensure_future(
+        storage.submit(Submission(batch, idempotency_key="k", body_hash="h"))
+    )
     await wait_for(lambda: writer.queued_batches >= 1)  # the batch waits behind the blocker
-    retry = asyncio.ensure_future(storage.submit(batch, idempotency_key="k", body_hash="h"))
+    retry = asyncio.ensure_future(
+        storage.submit(Submission(batch, idempotency_key="k", body_hash="h"))
+    )
     first.cancel()  # the first client went away: aiohttp cancels its handler
     gate.set()
     await blocker
@@ -335,5 +339,5 @@ async def test_writer_death_answers_every_waiter_503_at_once(service: Running, d
     later = await service.results.post("/results", json=[make_result("192.0.2.9")])
     assert later.status == 503
     if death == "cancelled":
-        with pytest.raises(StorageError):
+        with pytest.raises(StoreError):
             await blocker

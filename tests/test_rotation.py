@@ -167,7 +167,7 @@ async def test_a_dump_snapshot_does_not_hold_its_source(start_service: StartServ
     storage = running.services.storage
     first = running.db_file
     await post(running, batch(1, 2))
-    async with storage.dump(None) as snapshot:
+    async with storage.archive.dump(None) as snapshot:
         second = await rotate(running)
         await wait_for(lambda: not first.exists())  # retention did not wait for the dump
         assert names(running.services.config.db_dir) == [second]

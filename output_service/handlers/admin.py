@@ -1,6 +1,8 @@
 """Admin endpoints on the results port: POST /rotate, GET /dump, GET /files.
 
-Access control is not decided here: a middleware guards these paths.
+They speak the store's archive (`storage.seam.Archive`), which only a file
+backend has; without it the app routes these paths to `no_archive`. Access
+control is not decided here: a middleware guards these paths.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import structlog
 from aiohttp import web
 
 from output_service.handlers.common import SERVICES, json_error, json_reply
-from output_service.storage.seam import ReadBusy
-from output_service.storage.sqlite.store import (
-    InvalidFileNameError,
-    RotationError,
-    StorageError,
-    UnknownFileError,
-    WriterClosedError,
+from output_service.storage.seam import (
+    Archive,
+    ArchiveError,
+    BadQuery,
+    NotFound,
+    ReadBusy,
+    StoreClosed,
+    StoreError,
 )
 
 SQLITE_TYPE = "application/vnd.sqlite3"
@@ -59,29 +62,36 @@ async def no_archive(request: web.Request) -> web.Response:
     )
 
 
+def _archive(request: web.Request) -> Archive:
+    archive = request.app[SERVICES].storage.archive
+    if archive is None:  # the app routes these paths to no_archive then
+        raise RuntimeError("this backend has no archive")
+    return archive
+
+
 async def rotate(request: web.Request) -> web.Response:
     """Start a new results file now; replies once the old one is sealed."""
     try:
-        name = await request.app[SERVICES].storage.rotate()
-    except RotationError as exc:
+        name = await _archive(request).rotate()
+    except ArchiveError as exc:
         return json_error(503, str(exc), headers={"Retry-After": "5"})
-    except WriterClosedError:
+    except StoreClosed:
         return json_error(503, "shutting down", headers={"Retry-After": "5"})
-    except StorageError as exc:  # the writer has stopped: answered at once, never left hanging
+    except StoreError as exc:  # the writer has stopped: answered at once, never left hanging
         return json_error(503, f"storage error: {exc}", headers={"Retry-After": "5"})
     return json_reply({"status": "rotated", "file": name})
 
 
 async def files(request: web.Request) -> web.Response:
     """The retained files, oldest first."""
-    listing = await request.app[SERVICES].storage.files()
+    listing = await _archive(request).files()
     return json_reply({"count": len(listing), "files": listing})
 
 
 async def dump(request: web.Request) -> web.StreamResponse:
     """Stream a consistent copy of the current file, or `?file=NAME`, a retained one.
 
-    Storage has released the source file once the copy exists; leaving the block
+    The archive has released the source file once the copy exists; leaving the block
     removes the copy, whether the download completed, the client went away, or
     it stopped taking data for `dump_send_timeout_s` (then the connection is cut).
     """
@@ -100,7 +110,7 @@ async def _dump(request: web.Request, name: str | None) -> web.StreamResponse:
     services = request.app[SERVICES]
     metrics = services.metrics
     try:
-        async with services.storage.dump(name) as snapshot:
+        async with _archive(request).dump(name) as snapshot:
             response = web.StreamResponse(
                 headers={
                     "Content-Type": SQLITE_TYPE,
@@ -139,11 +149,11 @@ async def _dump(request: web.Request, name: str | None) -> web.StreamResponse:
             headers={"Retry-After": str(exc.retry_after_s)},
             limit="too_many_dumps",
         )
-    except InvalidFileNameError as exc:
+    except BadQuery as exc:
         return json_error(400, str(exc))
-    except UnknownFileError as exc:
+    except NotFound as exc:
         return json_error(404, str(exc))
-    except StorageError as exc:
+    except StoreError as exc:
         return json_error(503, str(exc), headers={"Retry-After": "5"})
 
 

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from output_service import __version__
 from output_service.handlers.common import SERVICES, json_error, json_reply
 from output_service.models import normalize_ip
-from output_service.storage.seam import ReadBusy
+from output_service.storage.seam import ReadBusy, Readiness
 
 RECENT_DEFAULT = 100
 RECENT_MAX = 1000
@@ -30,12 +30,20 @@ def go_duration(seconds: float) -> str:
     return text
 
 
+NOT_ANSWERING = "database is not answering"
+
+
+def _not_ready(readiness: Readiness) -> web.Response:
+    """503 while the store is not ready, with its reason when it gives one."""
+    why = {} if readiness.reason is None else {"reason": readiness.reason}
+    return json_error(503, NOT_ANSWERING, headers={"Retry-After": "5"}, **why)
+
+
 async def health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    storage = services.storage
     uptime = max(0.0, services.clock() - services.started_at)
-    ready = await storage.ready()
-    degraded = storage.degraded()
+    readiness = await services.storage.readiness()
+    ready, degraded = readiness.ready, list(readiness.degraded)
     body: dict[str, Any] = {
         "status": ("degraded" if degraded else "healthy") if ready else "unhealthy",
         "version": __version__,
@@ -45,30 +53,32 @@ async def health(request: web.Request) -> web.Response:
     }
     if degraded:
         body["degraded"] = degraded
+    if not ready and readiness.reason is not None:
+        body["reason"] = readiness.reason
     return json_reply(body, status=200 if ready else 503)
 
 
 async def ready(request: web.Request) -> web.Response:
-    storage = request.app[SERVICES].storage
-    if await storage.ready():
-        degraded = storage.degraded()
-        if degraded:  # ingest works: still ready, but say what needs an operator
-            return json_reply({"status": "degraded", "degraded": degraded})
-        return json_reply({"status": "ready"})
-    return json_error(503, "database is not answering", headers={"Retry-After": "5"})
+    readiness = await request.app[SERVICES].storage.readiness()
+    if not readiness.ready:
+        return _not_ready(readiness)
+    if readiness.degraded:  # ingest works: still ready, but say what needs an operator
+        return json_reply({"status": "degraded", "degraded": list(readiness.degraded)})
+    return json_reply({"status": "ready"})
 
 
 async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    services.metrics.ready.set(1 if await services.storage.ready() else 0)
+    services.metrics.ready.set(1 if (await services.storage.readiness()).ready else 0)
     body = services.metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def stats(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    if not await services.storage.ready():
-        return json_error(503, "database is not answering", headers={"Retry-After": "5"})
+    readiness = await services.storage.readiness()
+    if not readiness.ready:
+        return _not_ready(readiness)
     return json_reply(services.stats())
 
 
@@ -83,16 +93,12 @@ async def recent(request: web.Request) -> web.Response:
             ip = normalize_ip(ip)
         except ValueError as exc:
             return json_error(400, str(exc))
-    storage = request.app[SERVICES].storage
-    if not await storage.ready():
-        return json_error(503, "database is not answering", headers={"Retry-After": "5"})
     services = request.app[SERVICES]
-    limit = int(raw_limit)
-    try:  # through the read bound, like every /api/* read
-        if services.recent is None:
-            results = await storage.recent(limit, ip)
-        else:
-            results = await services.recent(limit, ip)
+    readiness = await services.storage.readiness()
+    if not readiness.ready:
+        return _not_ready(readiness)
+    try:  # the store's reads take a slot of the read bound, like every /api/* read
+        results = await services.storage.reads.recent(int(raw_limit), ip)
     except ReadBusy as exc:
         services.metrics.reads_refused.inc()
         return json_error(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})

@@ -27,12 +27,7 @@ from output_service.models import (
     decode_batch,
 )
 from output_service.services import Services
-from output_service.storage.sqlite.store import (
-    IdempotencyConflictError,
-    QueueFullError,
-    StorageError,
-    WriterClosedError,
-)
+from output_service.storage.seam import IdempotencyConflict, StoreError, Submission
 
 JSON_TYPES = frozenset(("application/json", "text/json", "application/octet-stream"))
 # aiohttp's own inflating is off (app.runner_options): read_body inflates these.
@@ -130,7 +125,14 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
         # request waiting for its commit kept its body too (64 x 630 KB at 64
         # clients sending 1,000 results with traceroutes; BENCHMARKS.md, peak RSS).
         del body
-        return await _submit(request, services, batch, key, body_hash, started)
+        submission = Submission(
+            batch,
+            remote=request.remote,
+            node_id=request.headers.get("X-Node-ID", "")[:128] or None,
+            idempotency_key=key,
+            body_hash=body_hash,
+        )
+        return await _submit(request, services, submission, started)
     finally:
         in_flight.release(held)
 
@@ -147,30 +149,15 @@ def _idempotency_key(request: web.Request) -> str | None:
 
 
 async def _submit(
-    request: web.Request,
-    services: Services,
-    batch: Batch,
-    key: str | None,
-    body_hash: str | None,
-    started: float,
+    request: web.Request, services: Services, submission: Submission, started: float
 ) -> web.Response:
     """Hand a decoded batch to storage and answer once it has committed."""
     metrics = services.metrics
     try:
-        result = await services.storage.submit(
-            batch,
-            remote=request.remote,
-            node_id=request.headers.get("X-Node-ID", "")[:128] or None,
-            idempotency_key=key,
-            body_hash=body_hash,
-        )
-    except QueueFullError:
-        raise Refused(refusals.QUEUE_FULL) from None
-    except WriterClosedError:
-        raise Refused(refusals.SHUTTING_DOWN) from None
-    except StorageError as exc:
-        raise Refused(refusals.storage_failed(str(exc), exc.kind == "disk_full")) from None
-    except IdempotencyConflictError as exc:
+        result = await services.storage.submit(submission)
+    except StoreError as exc:
+        raise Refused(refusals.store_refused(exc)) from None
+    except IdempotencyConflict as exc:
         raise Refused(refusals.idempotency_conflict(str(exc))) from None
     request[COUNT] = result.count
     headers = {"Idempotent-Replayed": "true"} if result.duplicate else None

@@ -146,9 +146,9 @@ async def status(request: web.Request) -> web.Response:
     registry = services.metrics.registry
     window = request.app[WINDOW]
     storage = services.storage
-    ready = await storage.ready()
+    ready = (await storage.readiness()).ready
     stats = services.stats() if ready else None
-    archive = getattr(storage, "archive", storage)  # today the store is its own archive
+    archive = storage.archive
     files = await archive.files() if ready and archive is not None else None
     hops = services.hops
     body: dict[str, Any] = {

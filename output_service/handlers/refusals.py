@@ -15,6 +15,7 @@ from aiohttp import web
 
 from output_service.handlers.common import json_error
 from output_service.metrics import Metrics
+from output_service.storage.seam import QueueFull, StoreClosed, StoreError
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,15 @@ QUEUE_BYTES_FULL = Refusal(
 SHUTTING_DOWN = Refusal(
     503, "shutting down, retry later", outcome="shutting_down", headers={"Retry-After": "5"}
 )
+
+
+def store_refused(error: StoreError) -> Refusal:
+    """What a store's error means to the client: whichever backend raised it."""
+    if isinstance(error, QueueFull):
+        return QUEUE_FULL
+    if isinstance(error, StoreClosed):
+        return SHUTTING_DOWN
+    return storage_failed(str(error), error.kind == "disk_full")
 
 
 def storage_failed(detail: str, disk_full: bool) -> Refusal:

@@ -3,9 +3,10 @@
 Two halves share state.db (in db_dir, never rotated) and a few counters: the
 `HopRecorder` runs on a thread of its own while the storage writer inserts a
 group, and queues the group's new hops durably before the group commits; the
-`HopSender` runs on the event loop and drains the queue. `HopFeedback` builds
-both from the config and gives the app one object to open, start, stop and
-close, in that order around storage:
+`HopSender` runs on the event loop and drains the queue through
+`SqliteHopOutbox` (the seam's `HopOutbox`). `HopFeedback` builds both from the
+config and gives the app one object to open, start, stop and close, in that
+order around storage:
 
     open() -> storage.open() -> start_sender() ... stop_sender() -> storage.close() -> close()
 """
@@ -18,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from output_service.config import Config
+from output_service.hops.outbox import SqliteHopOutbox
 from output_service.hops.recorder import HopCounts, HopRecorder
 from output_service.hops.sender import HopSender, SenderSettings
 from output_service.hops.state import STATE_FILE, StateDB
@@ -38,6 +40,7 @@ class HopFeedback:
         self.counts = HopCounts()
         self.recorder: HopRecorder | None = None
         self.sender: HopSender | None = None
+        self.outbox: SqliteHopOutbox | None = None  # the sender's, while it runs
         self._writer_state: StateDB | None = None
         self._thread: ThreadPoolExecutor | None = None  # where the recorder runs
         self._sender_state: StateDB | None = None
@@ -97,7 +100,8 @@ class HopFeedback:
             backoff_max_s=cfg.hops_backoff_max_s,
             timeout_s=cfg.hops_send_timeout_s,
         )
-        self.sender = HopSender(state, self.counts, self._metrics, settings, self._clock)
+        self.outbox = SqliteHopOutbox(state, self._clock)
+        self.sender = HopSender(self.outbox, self.counts, self._metrics, settings, self._clock)
         self.sender.start()
 
     def begin_shutdown(self) -> None:

@@ -1,7 +1,11 @@
 """The event-loop half of the hop loop: drain the outbox to the input service.
 
-One task, one `ClientSession`, one state.db connection used from a worker
-thread. A hop leaves the outbox only after a 2xx. Connection errors, timeouts,
+One task, one `ClientSession`, and the backend's outbox (the seam's
+`HopOutbox`: state.db on SQLite, a shared table on PostgreSQL). The sender
+claims the oldest hops, posts them, and settles the claim: delivered after a
+2xx, dead-lettered after a refusal, released after a failure (so the next try
+claims the oldest again: on a shared database, any instance may). A hop
+leaves the outbox only after a 2xx or a refusal. Connection errors, timeouts,
 5xx and 429 are retried with capped exponential backoff and full jitter (or
 after `Retry-After` when the reply has one); any other 4xx means the input
 service will never take these hops, so they go to dead_letters with its reply.
@@ -14,7 +18,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
@@ -22,9 +26,9 @@ import aiohttp
 import structlog
 
 from output_service.hops.recorder import HopCounts
-from output_service.hops.state import StateDB, Waiting
 from output_service.hops.throttle import Throttle
 from output_service.metrics import Metrics
+from output_service.storage.seam import HopOutbox, WaitingHop
 
 log = structlog.get_logger("output_service.hops")
 
@@ -66,7 +70,7 @@ class HopSender:
 
     def __init__(
         self,
-        state: StateDB,
+        outbox: HopOutbox,
         counts: HopCounts,
         metrics: Metrics,
         settings: SenderSettings,
@@ -74,7 +78,8 @@ class HopSender:
         jitter: Callable[[float], float] = lambda top: random.uniform(0, top),
         pause: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        self._state = state
+        self._outbox = outbox
+        self._claimed: list[WaitingHop] = []  # claimed and not yet settled
         self._counts = counts
         self._metrics = metrics
         self._settings = settings
@@ -127,6 +132,10 @@ class HopSender:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        if self._claimed:  # cut mid-delivery: give them back for the next sender
+            with contextlib.suppress(Exception):
+                await self._outbox.release(self._claimed)
+            self._claimed = []
         if self._session is not None:
             await self._session.close()
 
@@ -135,7 +144,7 @@ class HopSender:
         while True:
             try:
                 await self._drain()
-            except Exception as exc:  # state.db trouble (disk, lock): keep the loop alive
+            except Exception as exc:  # outbox trouble (disk, lock, database): keep going
                 self._failures += 1
                 self._failure_log.warning(
                     "hop sender cannot use state.db; will retry",
@@ -152,14 +161,15 @@ class HopSender:
         """Send batches until the outbox is empty; back off after a failure
         (while stopping, give up instead: the hops stay for the next start)."""
         while True:
-            batch = await asyncio.to_thread(self._state.oldest, self._settings.batch_size)
+            batch = await self._outbox.claim(self._settings.batch_size)
+            self._claimed = batch
             self._counts.oldest_queued_at = batch[0].queued_at if batch else None
             if not batch:
                 return
             attempt = await self._post([h.ip for h in batch])
             self._metrics.hop_send_attempts.labels(outcome=attempt.outcome).inc()
             if attempt.delivered:
-                removed = await self._remove(self._state.mark_sent, batch)
+                removed = await self._settle(self._outbox.delivered, batch)
                 with self._counts.lock:
                     self._counts.sent += removed
                 self._metrics.hops_sent.inc(removed)
@@ -168,6 +178,8 @@ class HopSender:
                 await self._dead_letter(batch, attempt)
                 self._recovered()
             else:
+                self._claimed = []
+                await self._outbox.release(batch)
                 self._failed(attempt, len(batch))
                 if self._stopping.is_set():
                     return
@@ -199,13 +211,19 @@ class HopSender:
         except aiohttp.ClientError as exc:
             return Attempt("connection_error", detail=f"{type(exc).__name__}: {exc}")
 
-    async def _remove(self, remove: Callable[[list[Waiting]], int], batch: list[Waiting]) -> int:
-        removed = await asyncio.to_thread(remove, batch)
+    async def _settle(
+        self,
+        remove: Callable[[Sequence[WaitingHop]], Awaitable[int]],
+        batch: list[WaitingHop],
+    ) -> int:
+        """Take `batch` out of the outbox (`remove`); returns how many were still in it."""
+        removed = await remove(batch)
+        self._claimed = []
         with self._counts.lock:
             self._counts.depth -= removed
         return removed
 
-    async def _dead_letter(self, batch: list[Waiting], attempt: Attempt) -> None:
+    async def _dead_letter(self, batch: list[WaitingHop], attempt: Attempt) -> None:
         log.error(
             "input service refused hops; parked in dead_letters",
             status=attempt.status,
@@ -213,9 +231,8 @@ class HopSender:
             hops=len(batch),
             url=self._settings.url,
         )
-        now = self._clock()
-        removed = await self._remove(
-            lambda b: self._state.dead_letter(b, attempt.status, attempt.detail, now), batch
+        removed = await self._settle(
+            lambda b: self._outbox.dead_letter(b, attempt.status, attempt.detail), batch
         )
         with self._counts.lock:
             self._counts.dead_lettered += removed

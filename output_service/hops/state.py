@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from output_service.storage.seam import utc_text
+from output_service.storage.sqlite import connect
 from output_service.storage.sqlite.schema import SchemaError
 from output_service.storage.sqlite.transactions import immediate_transaction, run_script
 
@@ -120,11 +121,10 @@ class StateDB:
     @classmethod
     def open(cls, path: Path, *, synchronous: str) -> StateDB:
         """Open (creating or migrating) state.db."""
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = connect.read_write(path)  # autocommit, the shared busy timeout
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
-            conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the seen-set's hot pages
             _migrate(conn)
         except BaseException:
@@ -273,7 +273,7 @@ def listing(path: Path, limit: int, offset: int) -> dict[str, Any]:
     nor dead-lettered), the outbox depth, and the dead letters with the input
     service's reply (times as stored: RFC 3339 UTC). state.db keeps no first-seen
     time, so none is shown."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+    conn = connect.read_only(path)
     try:
         rows = conn.execute(
             "SELECT s.ip, s.queued_at, o.id IS NOT NULL, d.id IS NOT NULL FROM seen s"

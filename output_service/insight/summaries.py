@@ -9,8 +9,9 @@ sums and counts add, first/last take min/max, node sets unite, and the RTTs
 from __future__ import annotations
 
 import itertools
+import json
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,13 @@ class TargetAccumulator:
             t.rtt_runs.extend(o.rtt_runs)
             t.nodes |= o.nodes
 
+    def only(self, ips: Iterable[str]) -> TargetAccumulator:
+        """The targets among `ips` that this holds, shared, not copied: merge the result
+        into a new accumulator to add to them without changing these."""
+        part = TargetAccumulator()
+        part._targets = {ip: self._targets[ip] for ip in ips if ip in self._targets}
+        return part
+
     def compact(self, max_runs: int = 4) -> None:
         """Merge a target's sorted RTT runs into one once there are many (a cached
         live-file partial gains one run per extension)."""
@@ -84,23 +92,54 @@ class TargetAccumulator:
             if len(t.rtt_runs) > max_runs:
                 t.rtt_runs = [array("q", sorted(itertools.chain(*t.rtt_runs)))]
 
-    def rows(self) -> list[dict[str, Any]]:
-        out = []
+    def dump(self) -> Iterator[tuple[Any, ...]]:
+        """Each target as plain values (ip, results, failed, loss sum, first, last,
+        the RTTs ascending as int64 bytes, the nodes as a JSON list), to be kept
+        on disk for a file that never changes and read back with `load`."""
         for ip, t in self._targets.items():
-            # sorting the concatenated runs runs in C; heapq.merge would step in Python
-            rtts: Sequence[int] = (
-                t.rtt_runs[0] if len(t.rtt_runs) == 1 else sorted(itertools.chain(*t.rtt_runs))
+            rtts = array("q", sorted(itertools.chain(*t.rtt_runs)))
+            nodes = sorted(t.nodes, key=lambda n: (n is not None, n or ""))
+            yield (ip, t.results, t.failed, t.loss_sum, t.first_seen, t.last_seen,
+                   rtts.tobytes(), json.dumps(nodes))  # fmt: skip
+
+    @classmethod
+    def load(cls, rows: Iterable[Sequence[Any]]) -> TargetAccumulator:
+        acc = cls()
+        for ip, results, failed, loss_sum, first, last, rtts, nodes in rows:
+            run = array("q")
+            run.frombytes(rtts)
+            acc._targets[ip] = _Target(
+                results, failed, loss_sum, first, last, [run] if run else [], set(json.loads(nodes))
             )
+        return acc
+
+    def rows(self, other: TargetAccumulator | None = None) -> list[dict[str, Any]]:
+        """One summary per target: of these partials, or of these and `other`'s
+        together (the same as merging them first, without building the merge:
+        a query over the live file and the older ones' merge does this)."""
+        out = []
+        theirs = {} if other is None else other._targets
+        empty = _Target()
+        for ip in self._targets.keys() | theirs.keys():
+            t, o = self._targets.get(ip, empty), theirs.get(ip, empty)
+            runs = t.rtt_runs + o.rtt_runs
+            # sorting the concatenated runs runs in C; heapq.merge would step in Python
+            rtts: Sequence[int] = runs[0] if len(runs) == 1 else sorted(itertools.chain(*runs))
+            results = t.results + o.results
+            firsts = [x for x in (t.first_seen, o.first_seen) if x is not None]
+            lasts = [x for x in (t.last_seen, o.last_seen) if x is not None]
             out.append(
                 {
                     "ip": ip,
-                    "results": t.results,
-                    "failed": t.failed,
-                    "loss_pct": loss_pct(t.loss_sum / t.results) if t.results else None,
+                    "results": results,
+                    "failed": t.failed + o.failed,
+                    "loss_pct": loss_pct((t.loss_sum + o.loss_sum) / results) if results else None,
                     **rtt_summary(rtts, (50, 95), "rtt_avg_ns"),
-                    "nodes": len(t.nodes),
-                    "first_seen": t.first_seen,
-                    "last_seen": t.last_seen,
+                    "nodes": len(t.nodes | o.nodes)
+                    if o.nodes and t.nodes
+                    else len(t.nodes or o.nodes),
+                    "first_seen": min(firsts) if firsts else None,
+                    "last_seen": max(lasts) if lasts else None,
                 }
             )
         return out

@@ -69,6 +69,13 @@ class StoreClosed(StoreError):
     kind = "closed"
 
 
+class ArchiveError(StoreError):
+    """The archive could not do what was asked (a rotation that cannot start a
+    new file); ingest goes on in the current one (503)."""
+
+    kind = "archive"
+
+
 class IdempotencyConflict(Exception):
     """The Idempotency-Key was used before for a different body (422)."""
 
@@ -262,8 +269,13 @@ class Store(Protocol):
     """What every backend provides. `open` before the first request, `close`
     after the last (commits everything queued)."""
 
-    archive: Archive | None
-    reads: Reads
+    @property
+    def archive(self) -> Archive | None:
+        """Rotate, list and dump files: None on a backend without files."""
+        ...
+
+    @property
+    def reads(self) -> Reads: ...
 
     async def open(self) -> None: ...
 

@@ -75,6 +75,8 @@ async def create_pool(url: str, size: int, command_timeout_s: float) -> asyncpg.
         command_timeout=command_timeout_s,
         timeout=CONNECT_TIMEOUT_S,  # a host that drops packets: 503 soon, not in a minute
         max_inactive_connection_lifetime=60,
-        server_settings={"application_name": "output-service"},
+        # JIT compiles the export's and the aggregates' expressions for seconds before
+        # running them in milliseconds (measured: BENCHMARKS.md, PostgreSQL)
+        server_settings={"application_name": "output-service", "jit": "off"},
     )
     return pool

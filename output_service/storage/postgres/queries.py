@@ -11,6 +11,8 @@ position reaches ceil(p * n), p a float8 as in Python.
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 
 from output_service.storage.seam import ResultFilter
@@ -38,6 +40,20 @@ ITEM_JSON = (
     f" 'traceroute', {_TRACE_JSON}, 'file', '')::text"
 )
 _FROM = "FROM ping_results p LEFT JOIN batches b ON b.id = p.batch_id"
+# the hops of one traceroute, in TTL order (ids break ties), as two arrays
+_ROUTE_HOPS = (
+    " LEFT JOIN LATERAL (SELECT array_agg(coalesce(x.ip, '') ORDER BY x.ttl, x.id) AS ips,"
+    " array_agg(x.timeout ORDER BY x.ttl, x.id) AS timeouts FROM traceroute_hops x"
+    " WHERE x.traceroute_id = t.id AND x.received_at = t.received_at) h ON true"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """Arrival bounds [start, end) (either open): lets the planner prune partitions."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
 
 
 class _Params:
@@ -51,7 +67,16 @@ class _Params:
         return f"${len(self.values)}"
 
 
-def where(flt: ResultFilter, params: _Params, *, before_id: int | None = None) -> str:
+def where(
+    flt: ResultFilter,
+    params: _Params,
+    *,
+    before_id: int | None = None,
+    upto_id: int | None = None,
+    received: Received | None = None,
+) -> str:
+    """The WHERE clause of `flt`, plus `p.id < before_id`, `p.id <= upto_id` and the
+    arrival bounds when given; the one filter builder of every statement here."""
     clauses: list[str] = []
     if flt.ip is not None:
         clauses.append(f"p.ip = {params.add(flt.ip)}")
@@ -71,61 +96,92 @@ def where(flt: ResultFilter, params: _Params, *, before_id: int | None = None) -
         )
     if before_id is not None:
         clauses.append(f"p.id < {params.add(before_id)}")
+    if upto_id is not None:
+        clauses.append(f"p.id <= {params.add(upto_id)}")
+    if received is not None and received.start is not None:
+        clauses.append(f"p.received_at >= {params.add(received.start)}")
+    if received is not None and received.end is not None:
+        clauses.append(f"p.received_at < {params.add(received.end)}")
     return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
-def items(flt: ResultFilter, before_id: int | None, limit: int | None) -> tuple[str, list[Any]]:
-    """(id, item JSON text), newest arrival first."""
+def _select(
+    columns: str, flt: ResultFilter, *, joins: str = "", tail: str = "", **bounds: Any
+) -> tuple[str, list[Any]]:
+    """`SELECT columns FROM results [joins] WHERE <flt> tail`, and its parameters."""
     params = _Params()
-    cond = where(flt, params, before_id=before_id)
-    tail = f" LIMIT {params.add(limit)}" if limit is not None else ""
-    return f"SELECT p.id, {ITEM_JSON} AS item {_FROM}{cond} ORDER BY p.id DESC{tail}", params.values
+    cond = where(flt, params, **bounds)
+    return f"SELECT {columns} {_FROM}{joins}{cond}{tail}", params.values
+
+
+def items(
+    flt: ResultFilter,
+    before_id: int | None,
+    limit: int | None,
+    *,
+    received: Received | None = None,
+    upto_id: int | None = None,
+) -> tuple[str, list[Any]]:
+    """(id, item JSON text), newest arrival first."""
+    sql, values = _select(
+        f"p.id, {ITEM_JSON} AS item", flt, before_id=before_id, upto_id=upto_id, received=received
+    )
+    sql += " ORDER BY p.id DESC"
+    if limit is not None:
+        values.append(limit)
+        sql += f" LIMIT ${len(values)}"
+    return sql, values
+
+
+_REPLIED = "FILTER (WHERE p.received > 0)"
 
 
 def targets(flt: ResultFilter) -> tuple[str, list[Any]]:
     """One row per target with everything its summary needs; nodes counts NULL as one."""
-    params = _Params()
-    cond = where(flt, params)
-    replied = "FILTER (WHERE p.received > 0)"
-    return (
-        "SELECT p.ip, count(*) AS results, count(*) FILTER (WHERE " + FAILED + ") AS failed,"
+    return _select(
+        "p.ip, count(*) AS results, count(*) FILTER (WHERE " + FAILED + ") AS failed,"
         " sum(p.packet_loss) AS loss_sum, min(p.timestamp) AS first_seen,"
         " max(p.timestamp) AS last_seen,"
-        f" min(p.avg_rtt) {replied} AS rtt_min, max(p.avg_rtt) {replied} AS rtt_max,"
-        f" sum(p.avg_rtt) {replied} AS rtt_sum, count(*) {replied} AS rtt_count,"
+        f" min(p.avg_rtt) {_REPLIED} AS rtt_min, max(p.avg_rtt) {_REPLIED} AS rtt_max,"
+        f" sum(p.avg_rtt) {_REPLIED} AS rtt_sum, count(*) {_REPLIED} AS rtt_count,"
         " percentile_disc(ARRAY[0.5, 0.95]::float8[]) WITHIN GROUP (ORDER BY p.avg_rtt)"
-        f" {replied} AS rtt_pct,"
-        " count(DISTINCT b.node_id) + (bool_or(b.node_id IS NULL))::int AS nodes"
-        f" {_FROM}{cond} GROUP BY p.ip",
-        params.values,
+        f" {_REPLIED} AS rtt_pct,"
+        " count(DISTINCT b.node_id) + (bool_or(b.node_id IS NULL))::int AS nodes",
+        flt,
+        tail=" GROUP BY p.ip",
     )
+
+
+# A target's partial over some rows, in the shape TargetAccumulator takes: totals,
+# ascending RTTs of replied results comma-joined, and the node set (NULL included).
+PARTIAL_COLUMNS = (
+    "p.ip, count(*) AS results, count(*) FILTER (WHERE " + FAILED + ") AS failed,"
+    " sum(p.packet_loss) AS loss_sum, min(p.timestamp) AS first_seen,"
+    " max(p.timestamp) AS last_seen,"
+    f" string_agg(p.avg_rtt::text, ',' ORDER BY p.avg_rtt) {_REPLIED} AS rtts,"
+    " array_agg(DISTINCT b.node_id) AS nodes"
+)
+
+
+def target_partials(
+    flt: ResultFilter, received: Received, upto_id: int | None = None
+) -> tuple[str, list[Any]]:
+    """PARTIAL_COLUMNS per target over the rows that arrived within `received`."""
+    return _select(PARTIAL_COLUMNS, flt, tail=" GROUP BY p.ip", received=received, upto_id=upto_id)
 
 
 def series_rows(flt: ResultFilter) -> tuple[str, list[Any]]:
     """(timestamp, received, packet_loss, avg_rtt, failed, node) as `summaries.series` takes."""
-    params = _Params()
-    cond = where(flt, params)
-    return (
-        f"SELECT p.timestamp, p.received, p.packet_loss, p.avg_rtt, {FAILED}, b.node_id"
-        f" {_FROM}{cond}",
-        params.values,
-    )
+    return _select(f"p.timestamp, p.received, p.packet_loss, p.avg_rtt, {FAILED}, b.node_id", flt)
 
 
 def route_rows(flt: ResultFilter) -> tuple[str, list[Any]]:
     """(timestamp, node, hop ips, hop timeouts) of results with a traceroute, hops by ttl."""
-    params = _Params()
-    cond = where(flt, params)
-    return (
-        "SELECT p.timestamp, b.node_id, h.ips, h.timeouts"
-        f" {_FROM} JOIN traceroute_results t"
-        " ON t.ping_result_id = p.id AND t.received_at = p.received_at"
-        " LEFT JOIN LATERAL (SELECT array_agg(coalesce(x.ip, '') ORDER BY x.ttl, x.id) AS ips,"
-        " array_agg(x.timeout ORDER BY x.ttl, x.id) AS timeouts FROM traceroute_hops x"
-        " WHERE x.traceroute_id = t.id AND x.received_at = t.received_at) h ON true"
-        f"{cond}",
-        params.values,
+    joins = (
+        " JOIN traceroute_results t ON t.ping_result_id = p.id AND t.received_at = p.received_at"
+        + _ROUTE_HOPS
     )
+    return _select("p.timestamp, b.node_id, h.ips, h.timeouts", flt, joins=joins)
 
 
 NODE_BATCHES = (

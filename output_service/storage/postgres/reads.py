@@ -24,9 +24,10 @@ from output_service.insight import cursor as cursors
 from output_service.insight.routes import Observation, summarize
 from output_service.insight.stats import loss_pct
 from output_service.insight.summaries import merge_nodes, series, sort_targets
-from output_service.storage.postgres import queries, recent
+from output_service.storage.postgres import export_chunks, queries, recent
 from output_service.storage.postgres.connection import Conn
 from output_service.storage.postgres.hop_listing import hop_listing
+from output_service.storage.postgres.target_partials import TargetPartials, cacheable
 from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import (
     BadQuery,
@@ -45,6 +46,7 @@ class PgReads:
     def __init__(self, pool: Callable[[], asyncpg.Pool], gate: ReadGate) -> None:
         self._pool = pool
         self.gate = gate
+        self._partials = TargetPartials()
 
     async def _read(self, work: Callable[[Conn, float], Awaitable[T]]) -> T:
         """`work(conn, timeout_s)` in a gate slot on a pooled connection; a statement
@@ -75,33 +77,42 @@ class PgReads:
         return ResultPage(items, next_cursor)
 
     async def iter_results(self, flt: ResultFilter) -> AsyncIterator[list[str]]:
-        """Every match as JSON text, newest first, from one server-side cursor in a
-        read-only transaction: the server holds the position, this process only one
-        chunk. (A PostgreSQL snapshot does not block the writers, only vacuum.)"""
-        sql, args = queries.items(flt, None, None)
+        """Every match as JSON text, newest first, from server-side cursors in one
+        read-only snapshot: the server holds the position, this process only one
+        chunk. (A PostgreSQL snapshot does not block the writers, only vacuum.)
+        Everything, unfiltered: closed partitions' pre-rendered runs
+        (`export_chunks`); with a filter: one statement over the rows it selects."""
         async with (
             self.gate.slot(),
             self._pool().acquire() as conn,
-            conn.transaction(readonly=True),
+            conn.transaction(isolation="repeatable_read", readonly=True),
         ):
-            cur = await conn.cursor(sql, *args)
-            while True:
-                try:
-                    rows = await cur.fetch(EXPORT_CHUNK, timeout=self.gate.timeout_s)
-                except TimeoutError:
-                    raise ReadBusy("the export stalled; retry") from None
-                if not rows:
-                    break
-                yield [r["item"] for r in rows]
-                if len(rows) < EXPORT_CHUNK:
-                    break
+            timeout = self.gate.timeout_s
+            if flt == export_chunks.EVERYTHING:
+                chunks = export_chunks.everything(conn, EXPORT_CHUNK, timeout)
+            else:
+                chunks = export_chunks.rendered(conn, queries.items(flt, None, None), EXPORT_CHUNK,
+                                                timeout)  # fmt: skip
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except TimeoutError:
+                raise ReadBusy("the export stalled; retry") from None
 
     # -- summaries -----------------------------------------------------------------
 
     async def targets(self, query: TargetQuery) -> list[dict[str, Any]]:
-        sql, args = queries.targets(query.filter)
-        rows = await self._read(lambda c, t: c.fetch(sql, *args, timeout=t))
-        ordered = sort_targets([_target(r) for r in rows], query.sort)
+        """Closed partitions' partials merged with the live rows' (`target_partials`)
+        where the filter allows it; otherwise one aggregate over the matching rows."""
+        flt = query.filter
+        if cacheable(flt):
+            rows = await self._read(lambda c, t: self._partials.rows(c, flt, t))
+        else:
+            sql, args = queries.targets(flt)
+            rows = [
+                _target(r) for r in await self._read(lambda c, t: c.fetch(sql, *args, timeout=t))
+            ]
+        ordered = sort_targets(rows, query.sort)
         return ordered[query.offset : query.offset + query.limit]
 
     async def target(self, query: SeriesQuery) -> dict[str, Any] | None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from output_service.storage.postgres.connection import Conn
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # pg_advisory_xact_lock keys: any constant; these spell "outs" and "part".
 MIGRATION_LOCK = 0x6F757473
 PARTITION_LOCK = 0x70617274
@@ -118,7 +118,43 @@ CREATE TABLE counters (
 INSERT INTO counters VALUES ('hops_sent', 0), ('hops_dead_lettered', 0);
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1}
+# Read-side summaries of partitions that no longer take rows (postgres/summaries.py):
+# built once, by whichever instance gets there first, shared by all of them.
+_V2 = """
+CREATE TABLE partition_summaries (
+    part text NOT NULL,
+    kind text NOT NULL,
+    max_id bigint NOT NULL,
+    built_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (part, kind)
+);
+CREATE TABLE target_partials (
+    part text NOT NULL,
+    filter_key text NOT NULL,
+    ip text NOT NULL,
+    results bigint NOT NULL,
+    failed bigint NOT NULL,
+    loss_sum double precision NOT NULL,
+    first_seen text NOT NULL,
+    last_seen text NOT NULL,
+    rtts text,
+    nodes text[] NOT NULL,
+    PRIMARY KEY (part, filter_key, ip)
+);
+CREATE TABLE export_chunks (
+    part text NOT NULL,
+    last_id bigint NOT NULL,
+    items text NOT NULL,
+    PRIMARY KEY (part, last_id)
+);
+DO $$ BEGIN
+    -- lz4 (PostgreSQL 14+, when built with it) decompresses several times faster than pglz
+    EXECUTE 'ALTER TABLE export_chunks ALTER COLUMN items SET COMPRESSION lz4';
+EXCEPTION WHEN OTHERS THEN NULL;
+END $$;
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
 
 
 class SchemaError(Exception):
@@ -221,7 +257,8 @@ HOP_IP_INDEX = "ip_idx"
 
 
 async def seal_partitions(conn: Conn, now: dt.datetime) -> list[str]:
-    """Build the hop-IP index of every traceroute_hops partition whose interval is over.
+    """Build the hop-IP index of every traceroute_hops partition whose interval is over,
+    then (within a time budget) the query API's summaries of closed partitions.
 
     As on SQLite, where the live file goes without `idx_traceroute_hops_ip` and gets it
     when sealed: random inserts into that index are the largest insert cost. A
@@ -237,7 +274,11 @@ async def seal_partitions(conn: Conn, now: dt.datetime) -> list[str]:
         if not exists:
             await conn.execute(f'CREATE INDEX IF NOT EXISTS "{name}" ON "{part.name}" (ip)')
             built.append(name)
-    return built
+    # the read side's summaries of closed partitions (imported here: summaries uses
+    # this module's partition listing)
+    from output_service.storage.postgres.summaries import build_pending
+
+    return built + await build_pending(conn)
 
 
 async def drop_expired(conn: Conn, now: dt.datetime, retention_days: float) -> list[str]:
@@ -254,6 +295,9 @@ async def drop_expired(conn: Conn, now: dt.datetime, retention_days: float) -> l
                     await conn.execute(f'DROP TABLE "{part.name}"')
                     dropped.append(part.name)
         if dropped:
+            for table in ("partition_summaries", "target_partials", "export_chunks"):
+                # the read side's summaries of what was dropped (postgres/closed.py)
+                await conn.execute(f"DELETE FROM {table} WHERE part = ANY($1::text[])", dropped)
             oldest = await partitions(conn)
             keep_from = oldest[0].start if oldest else horizon
             # one row per batch, for the idempotency keys and totals of dropped results

@@ -28,7 +28,6 @@ from output_service.storage.postgres import StoreOpenError, schema
 from output_service.storage.postgres.connection import create_pool, describe, is_unavailable
 from output_service.storage.postgres.outbox import PgHopOutbox
 from output_service.storage.postgres.reads import PgReads
-from output_service.storage.postgres.sender_bridge import OutboxBridge
 from output_service.storage.postgres.writer import Outcome, PgWriter, WriterSettings
 from output_service.storage.read_gate import ReadGate
 from output_service.storage.seam import (
@@ -72,7 +71,6 @@ class PostgresStore:
         self.hop_counts = HopCounts()
         self.outbox: PgHopOutbox | None = None
         self._sender: HopSender | None = None
-        self._bridge: OutboxBridge | None = None
         gate = ReadGate(config.max_concurrent_reads, config.read_query_timeout_s)
         self.reads = PgReads(lambda: self.pool, gate)
 
@@ -123,11 +121,8 @@ class PostgresStore:
             self._start_sender()
 
     async def close(self) -> None:
-        if self._sender is not None:
+        if self._sender is not None:  # gives back what it holds: another instance sends it
             await self._sender.stop(self._config.hops_final_flush_s)
-            if self._bridge is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self._bridge.release_all)
         if self._writer is not None:
             await self._writer.close()
         for task in self._tasks:
@@ -144,7 +139,6 @@ class PostgresStore:
     def _start_sender(self) -> None:
         cfg = self._config
         self.outbox = PgHopOutbox(self.pool, cfg.pg_hop_lease_s)
-        self._bridge = OutboxBridge(self.outbox, asyncio.get_running_loop())
         settings = SenderSettings(
             url=cfg.input_url,
             batch_size=cfg.hops_batch_size,
@@ -153,9 +147,7 @@ class PostgresStore:
             backoff_max_s=cfg.hops_backoff_max_s,
             timeout_s=cfg.hops_send_timeout_s,
         )
-        # the sender only calls the state.db methods the bridge provides
-        state: Any = self._bridge
-        self._sender = HopSender(state, self.hop_counts, self._metrics, settings, self._clock)
+        self._sender = HopSender(self.outbox, self.hop_counts, self._metrics, settings, self._clock)
         self._sender.start()
 
     async def _every(self, seconds: float, job: Callable[[], Any]) -> None:

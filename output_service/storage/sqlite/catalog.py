@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import structlog
 
 from output_service.config import Config
 from output_service.metrics import Metrics
-from output_service.storage.seam import utc_text
+from output_service.storage.seam import BadQuery, Dump, NotFound, StoreError, utc_text
 from output_service.storage.sqlite import inventory, reader
 from output_service.storage.sqlite.file_names import (
     RESULTS_FILE,
@@ -35,26 +34,16 @@ from output_service.storage.sqlite.snapshot import (
     new_temp_path,
     result_span,
 )
-from output_service.storage.sqlite.writer import StorageError
 
 log = structlog.get_logger("output_service.storage")
 
 
-class InvalidFileNameError(ValueError):
+class InvalidFileNameError(BadQuery):
     """Not a results file name at all (a path, `..`, another kind of file)."""
 
 
-class UnknownFileError(LookupError):
+class UnknownFileError(NotFound):
     """A well-formed results file name that is not a retained file."""
-
-
-@dataclass(frozen=True, slots=True)
-class Dump:
-    """A file ready to stream: a snapshot copy, or a sealed file itself."""
-
-    path: Path
-    name: str
-    size: int
 
 
 class Catalog:
@@ -205,7 +194,7 @@ class Catalog:
         try:
             return await asyncio.shield(copy)
         except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"snapshot failed: {exc}") from exc
+            raise StoreError(f"snapshot failed: {exc}") from exc
         finally:
             if not copy.done():  # cancelled while copying: stop the thread, let it finish
                 self.dump_slots.interrupt(temp)

@@ -41,6 +41,12 @@ def writer(
     return _with_pragmas(read_write(path), pragmas)
 
 
+def backup_target(path: Path) -> sqlite3.Connection:
+    """A connection to a new file that only receives a backup (a dump's copy, a
+    deleted file written back); nobody else holds it, so no lock to wait for."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
 def read_only(path: Path) -> sqlite3.Connection:
     """A connection that cannot write, however it is used (and never creates
     a missing file: opening one that is gone raises)."""

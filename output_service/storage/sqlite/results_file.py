@@ -172,7 +172,7 @@ class ResultsFile:
             raise OSError(f"{self.path.name} was replaced underneath the writer")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".restoring")
-        target = sqlite3.connect(partial)
+        target = connect.backup_target(partial)
         try:
             self._conn.backup(target)
         finally:
@@ -307,11 +307,6 @@ class ResultsFile:
     def record_state(self, state: file_info.State) -> None:
         """Record in the file where it is in its life (live, sealing, sealed)."""
         file_info.set_state(self._conn, state)
-
-    def checkpoint(self) -> None:
-        """Fold the WAL into the main file so the file stands alone (bench
-        tools; the service's one checkpoint of a file is in `seal`)."""
-        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         self._conn.close()

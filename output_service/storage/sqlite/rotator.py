@@ -1,5 +1,10 @@
 """Rotation as a writer step: start a new file between two transactions.
 
+The rotator holds the policy (when), the naming, the sealing and retention;
+the writer holds the live file. A rotation asks the writer to roll over to a
+file the rotator makes (`Writer.roll_over`), and takes back the old one to
+seal it: the rotator never touches the writer's connection.
+
 The writer task runs `rotate()` between groups (after a commit when the size
 or age limit is reached, or when `/rotate` asks), so a batch is never split
 across files and nothing queued is lost: batches that arrive meanwhile wait in
@@ -20,7 +25,7 @@ import structlog
 
 from output_service.config import Config
 from output_service.metrics import Metrics
-from output_service.storage.seam import utc_text
+from output_service.storage.seam import ArchiveError, utc_text
 from output_service.storage.sqlite.file_names import next_file_name, size_on_disk
 from output_service.storage.sqlite.inventory import make_live, temp_dir
 from output_service.storage.sqlite.registry import FileEntry, FileRegistry
@@ -36,7 +41,7 @@ log = structlog.get_logger("output_service.storage")
 RETRY_AFTER_S = 60.0
 
 
-class RotationError(Exception):
+class RotationError(ArchiveError):
     """A new results file could not be created; writing goes on in the old one."""
 
 
@@ -67,7 +72,7 @@ def create_results_file(config: Config, path: Path, tmp_dir: Path, started: floa
 
 
 class Rotator:
-    """Decides and performs rotations and retention for one Storage."""
+    """Decides and performs rotations and retention for one SqliteStore."""
 
     def __init__(
         self,
@@ -92,9 +97,10 @@ class Rotator:
     def attach(self, writer: Writer) -> None:
         self._writer = writer
 
-    async def open_current(self) -> ResultsFile:
+    async def open_current(self) -> Callable[[], ResultsFile]:
         """At start-up, after the retained files are registered: continue the
-        newest if it is within both limits, else start a new file."""
+        newest if it is within both limits, else name a new file. Returns how
+        to open it, for the writer to run on its own thread (`Writer.open`)."""
         config = self._config
         db_dir = config.db_dir
         entries = self._registry.entries
@@ -113,7 +119,10 @@ class Rotator:
                     file=newest.name,
                     took_ms=round(took * 1000, 3),
                 )
-            file = await asyncio.to_thread(open_results_file, config, newest.path)
+            path = newest.path
+
+            def first() -> ResultsFile:
+                return open_results_file(config, path)
         else:
             taken = set(await asyncio.to_thread(os.listdir, db_dir))
             now = self._clock()
@@ -123,17 +132,18 @@ class Rotator:
                 self._metrics.rotations.labels(reason=reason.value).inc()
                 log.info("rotated at start-up", reason=reason.value, old=newest.name, new=name)
             self.last_rotation = now
-            file = await asyncio.to_thread(
-                create_results_file, config, current.path, temp_dir(db_dir), now
-            )
-        await self._finish_sealed()
-        return file
 
-    async def _finish_sealed(self) -> None:
-        """At start-up: every retained file but the current one gets the seed
-        indexes it lacks. A crash between a rotation and the end of its seal, or
-        the newest file rotated at start-up, leaves one without the hop-IP index.
-        Retention runs first, so no index is built for a file about to go."""
+            def first() -> ResultsFile:
+                return create_results_file(config, current.path, temp_dir(db_dir), now)
+
+        return first
+
+    async def finish_sealed(self) -> None:
+        """At start-up, once the writer has opened the live file: every retained
+        file but the current one gets the seed indexes it lacks. A crash between
+        a rotation and the end of its seal, or the newest file rotated at
+        start-up, leaves one without the hop-IP index. Retention runs first, so
+        no index is built for a file about to go."""
         self._registry.retire(self._config.keep_files)
         current = self._registry.current
         for entry in self._registry.entries:
@@ -200,7 +210,7 @@ class Rotator:
             return create_results_file(config, db_dir / name, temp_dir(db_dir), now)
 
         try:
-            new_file = await writer.run_in_thread(open_next)
+            old_file = await writer.roll_over(open_next)
         except Exception as exc:
             self._metrics.rotation_errors.inc()
             log.error(
@@ -209,10 +219,9 @@ class Rotator:
             self.failing = f"rotation failing since {_clock_text(now)}: {exc}"
             raise RotationError(f"cannot start a new results file: {exc}") from exc
         self.failing = None
-        old_file = writer.file
-        writer.file = new_file
+        new_path = writer.path
         self._registry.acquire(current)  # sealing reads it: retention must wait
-        self._registry.add(FileEntry(new_file.path, started=now))
+        self._registry.add(FileEntry(new_path, started=now))
         self.last_rotation = now
         paused = loop.time() - started
         self._metrics.rotations.labels(reason=reason.value).inc()
@@ -221,13 +230,13 @@ class Rotator:
             "rotated",
             reason=reason.value,
             old=current.name,
-            new=new_file.path.name,
+            new=new_path.name,
             writer_paused_ms=round(paused * 1000, 3),
         )
         task = loop.create_task(self._seal(old_file, current), name=f"seal {current.name}")
         self._sealing.add(task)
         task.add_done_callback(self._sealing.discard)
-        return new_file.path.name, task
+        return new_path.name, task
 
     async def _seal(self, file: ResultsFile, entry: FileEntry) -> None:
         started = asyncio.get_running_loop().time()

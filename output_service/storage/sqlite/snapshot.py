@@ -149,7 +149,7 @@ def backup_to(
     """
     src = connect.read_only(source)
     try:
-        dst = sqlite3.connect(dest, isolation_level=None)
+        dst = connect.backup_target(dest)
         if on_open is not None:
             on_open(dst)
         try:

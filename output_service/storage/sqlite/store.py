@@ -1,23 +1,19 @@
-"""The storage seam: the only part of the service that knows SQLite.
+"""SqliteStore: the SQLite backend behind the seam (`storage.seam.Store`).
 
-Handlers see `Storage` and its plain-data answers; the interface (submit a
-batch, rotate, dump, list files, stats, recent results, readiness, close) is
-narrow so that another backend could stand behind it later.
-
-The service keeps `keep_files` results files; the newest is written, all of
-them are read. `/stats` totals cover the retained files (what `/recent` and
-`/dump` can still show): counted once per file at start-up, kept up to date in
-memory on every commit, and reduced when retention deletes a file.
+The service keeps `keep_files` results files in `db_dir`; the newest is
+written by one Writer, all of them are read. `/stats` totals cover the
+retained files (what `/recent` and `/dump` can still show): counted once per
+file at start-up, kept up to date in memory on every commit, and reduced when
+retention deletes a file. What only a file backend can do (rotate, list,
+dump) is `archive` (`SqliteArchive`); the reads are `reads`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,29 +22,29 @@ import structlog
 from output_service.config import Config
 from output_service.metrics import Metrics
 from output_service.models import Batch
-from output_service.storage.seam import utc_text
-from output_service.storage.sqlite import inventory, reader
-from output_service.storage.sqlite.catalog import (
-    Catalog,
-    Dump,
-    InvalidFileNameError,
-    UnknownFileError,
+from output_service.storage.read_gate import ReadGate
+from output_service.storage.seam import (
+    IdempotencyConflict,
+    Readiness,
+    StoreError,
+    Submission,
+    SubmitResult,
+    utc_text,
 )
-from output_service.storage.sqlite.file_names import size_on_disk
+from output_service.storage.sqlite import inventory, reader
+from output_service.storage.sqlite.archive import SqliteArchive
+from output_service.storage.sqlite.catalog import Catalog
+from output_service.storage.sqlite.file_names import results_files, size_on_disk
 from output_service.storage.sqlite.idempotency import IdempotencyCache
-from output_service.storage.sqlite.inventory import StartupFault
 from output_service.storage.sqlite.key_index import KeyIndex
+from output_service.storage.sqlite.reads.prerender import SideFiles
+from output_service.storage.sqlite.reads.reads import SqliteReads
+from output_service.storage.sqlite.reads.upkeep import ReadUpkeep
 from output_service.storage.sqlite.registry import FileEntry, FileRegistry
 from output_service.storage.sqlite.results_file import BatchMeta, BatchOutcome
-from output_service.storage.sqlite.rotator import RotationError, Rotator
+from output_service.storage.sqlite.rotator import Rotator
 from output_service.storage.sqlite.schema import SchemaError
-from output_service.storage.sqlite.writer import (
-    BeforeCommit,
-    QueueFullError,
-    StorageError,
-    Writer,
-    WriterClosedError,
-)
+from output_service.storage.sqlite.writer import BeforeCommit, Writer
 
 # What opening the storage can fail with: I/O, or a file SQLite cannot
 # read (the CLI turns these into one line and exit status 2).
@@ -59,37 +55,28 @@ OPEN_ERRORS: tuple[type[Exception], ...] = (
     inventory.StartupFault,
 )
 
-__all__ = [
-    "OPEN_ERRORS",
-    "Dump",
-    "IdempotencyConflictError",
-    "InvalidFileNameError",
-    "QueueFullError",
-    "RotationError",
-    "StartupFault",
-    "Storage",
-    "StorageError",
-    "SubmitResult",
-    "UnknownFileError",
-    "WriterClosedError",
-]
-
 Clock = Callable[[], float]
 KEYS_FILE = "state.db"  # shared with the hop loop; never rotated
 log = structlog.get_logger("output_service.storage")
 
 
-class IdempotencyConflictError(Exception):
-    """The Idempotency-Key was used before for a different body."""
+class StoreReads(SqliteReads):
+    """The query API's reads over every retained file (newest first), and
+    /recent from the file registry (which holds a file against retention while
+    it is read), both through the read bound."""
+
+    def __init__(
+        self, db_dir: Path, gate: ReadGate, catalog: Catalog, sides: SideFiles | None
+    ) -> None:
+        super().__init__(lambda: results_files(db_dir)[::-1], gate, sides)
+        self._recent_gate = gate
+        self._catalog = catalog
+
+    async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
+        return await self._recent_gate.bound(lambda: self._catalog.recent(limit, ip))
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    count: int
-    duplicate: bool = False
-
-
-class Storage:
+class SqliteStore:
     """Results files in `config.db_dir`, written by one Writer, read per query."""
 
     def __init__(
@@ -112,6 +99,12 @@ class Storage:
         self._registry = FileRegistry(on_deleted=self._deleted)
         self._rotator = Rotator(config, metrics, self._registry, clock)
         self._catalog = Catalog(config, metrics, self._registry)
+        self.archive = SqliteArchive(self._rotator, self._catalog)
+        self.read_gate = ReadGate(config.max_concurrent_reads, config.read_query_timeout_s)
+        sides = SideFiles(config.db_dir) if config.prerender_exports else None
+        self.reads = StoreReads(config.db_dir, self.read_gate, self._catalog, sides)
+        # warm summaries and pre-rendered export items; the app starts and stops it
+        self.read_upkeep = ReadUpkeep(self.reads, lambda: results_files(config.db_dir)[::-1], sides)
         self.last_result_time: float | None = None
 
     # -- lifecycle ---------------------------------------------------------
@@ -120,22 +113,7 @@ class Storage:
         """Check every file in `db_dir`, continue the newest (or start one), load
         counters and idempotency keys from all retained files, apply retention."""
         config = self._config
-        try:
-            await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
-            now = self._clock()
-            found = await self._catalog.load(
-                self._idempotency, now - self._idempotency.window_s, now
-            )
-            self.last_result_time = self._catalog.last_received  # /stats after a restart
-            keys = await asyncio.to_thread(KeyIndex.open, config.db_dir / KEYS_FILE)
-            self._keys = keys
-            # a crash between a results commit and its keys' commit: the file has them
-            await asyncio.to_thread(keys.record, found)
-            file = await self._rotator.open_current()
-        except (OSError, sqlite3.Error) as exc:  # a full disk is never a corrupt file
-            raise inventory.startup_fault(config.db_dir, exc) from None
         writer = Writer(
-            file,
             max_group_results=config.commit_max_results,
             max_delay_s=config.commit_max_delay_ms / 1000,
             queue_max_results=config.queue_max_results,
@@ -147,10 +125,28 @@ class Storage:
             keys_before=self._keys_known,
             keys_after=self._keys_committed,
         )
+        try:
+            await asyncio.to_thread(inventory.prepare_dir, config.db_dir)
+            now = self._clock()
+            found = await self._catalog.load(
+                self._idempotency, now - self._idempotency.window_s, now
+            )
+            self.last_result_time = self._catalog.last_received  # /stats after a restart
+            keys = await asyncio.to_thread(KeyIndex.open, config.db_dir / KEYS_FILE)
+            self._keys = keys
+            # a crash between a results commit and its keys' commit: the file has them
+            await asyncio.to_thread(keys.record, found)
+            await writer.open(await self._rotator.open_current())
+        except (OSError, sqlite3.Error) as exc:  # a full disk is never a corrupt file
+            await writer.close()
+            raise inventory.startup_fault(config.db_dir, exc) from None
+        except BaseException:
+            await writer.close()
+            raise
         self._rotator.attach(writer)
-        self._registry.retire(config.keep_files)
-        writer.start()
         self._writer = writer
+        await self._rotator.finish_sealed()
+        self._registry.retire(config.keep_files)
         self._metrics.queue_depth_fn(lambda: writer.queued_results)
         self._metrics.current_file_bytes.set_function(lambda: size_on_disk(self.current_file))
         self._metrics.retained_files.set_function(lambda: len(self._registry))
@@ -205,24 +201,15 @@ class Storage:
 
     @property
     def queue_full(self) -> bool:
-        return self.writer.full
+        return self._writer is not None and self._writer.full
 
     @property
     def current_file(self) -> Path:
-        return self.writer.file.path
-
-    @property
-    def archive(self) -> Storage:
-        """The file capability (rotate, files, dump): this backend has it."""
-        return self
+        return self.writer.path
 
     @property
     def total_results(self) -> int:
         return self._registry.totals()[0]
-
-    @property
-    def failed_results(self) -> int:
-        return self._registry.totals()[1]
 
     @property
     def last_rotation(self) -> float | None:
@@ -233,28 +220,21 @@ class Storage:
 
     # -- ingest ------------------------------------------------------------
 
-    async def submit(
-        self,
-        batch: Batch,
-        *,
-        remote: str | None = None,
-        node_id: str | None = None,
-        idempotency_key: str | None = None,
-        body_hash: str | None = None,
-    ) -> SubmitResult:
+    async def submit(self, submission: Submission) -> SubmitResult:
         """Store a batch; returns only after it has committed (or raises)."""
         now = self._clock()
-        if idempotency_key is not None:
-            earlier = await self._earlier_reply(idempotency_key, body_hash, now)
+        key, body_hash = submission.idempotency_key, submission.body_hash
+        if key is not None:
+            earlier = await self._earlier_reply(key, body_hash, now)
             if earlier is not None:
                 return earlier
-        if not batch.results and idempotency_key is None:
+        if not submission.batch.results and key is None:
             return SubmitResult(0)  # nothing to store, no key to remember
-        meta = BatchMeta(utc_text(now), remote, node_id, idempotency_key, body_hash)
-        future = self.writer.submit(batch, meta)
-        if idempotency_key is not None:
-            self._in_flight[idempotency_key] = future
-            future.add_done_callback(lambda _: self._in_flight.pop(idempotency_key, None))
+        meta = BatchMeta(utc_text(now), submission.remote, submission.node_id, key, body_hash)
+        future = self.writer.submit(submission.batch, meta)
+        if key is not None:
+            self._in_flight[key] = future
+            future.add_done_callback(lambda _: self._in_flight.pop(key, None))
         # shielded: a client that goes away (its handler cancelled) must not cancel
         # the outcome that concurrent retries with the same key are waiting for
         outcome = await asyncio.shield(future)
@@ -295,7 +275,7 @@ class Storage:
         log.debug("group committed", batches=len(done), results=stored, file=current.path.name)
         self._idempotency.expire(now)
 
-    def _write_failed(self, error: StorageError) -> None:
+    def _write_failed(self, error: StoreError) -> None:
         self._metrics.storage_errors.labels(kind=error.kind).inc()
         if error.kind == "file_removed":
             log.error("results file was deleted underneath; restored it with every commit")
@@ -304,7 +284,7 @@ class Storage:
                 "write failed, nothing of the group stored", kind=error.kind, error=str(error)
             )
 
-    # -- reads ---------------------------------------------------------------
+    # -- state -----------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
         """The `stats` object of /health and /stats (Go service's field names)."""
@@ -323,40 +303,29 @@ class Storage:
             "retained_files": len(self._registry),
         }
 
-    async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
-        return await self._catalog.recent(limit, ip)
-
-    async def files(self) -> list[dict[str, Any]]:
-        return await self._catalog.files()
-
-    def dump(self, name: str | None = None) -> contextlib.AbstractAsyncContextManager[Dump]:
-        """A consistent copy of `name` (default: the current file) to stream."""
-        return self._catalog.dump(name)
-
-    async def rotate(self) -> str:
-        """Start a new file now (between transactions); returns its name."""
-        return await self._rotator.rotate_now()
-
-    def degraded(self) -> list[str]:
-        """Problems that do not stop ingest but need an operator (shown by /ready
-        and /health): a rotation that keeps failing."""
+    async def readiness(self) -> Readiness:
+        """Ready: the writer runs, its last transaction did not fail, and the
+        current file answers a query. Degraded (still ready): a rotation that
+        keeps failing."""
         failing = self._rotator.failing
-        return [failing] if failing is not None else []
-
-    async def ready(self) -> bool:
-        """The writer runs, its last transaction did not fail, and the current file
-        answers a query."""
-        if self._writer is None or not self._writer.alive or self._writer.failing is not None:
-            return False
+        degraded = (failing,) if failing is not None else ()
+        writer = self._writer
+        if writer is None or not writer.alive:
+            return Readiness(False, "the writer is not running", degraded)
+        if writer.failing is not None:
+            return Readiness(False, f"the last write failed: {writer.failing}", degraded)
         try:
-            return await reader.answers(self.current_file)
+            answers = await reader.answers(writer.path)
         except Exception:
-            return False
+            answers = False
+        if not answers:
+            return Readiness(False, "the current results file does not answer", degraded)
+        return Readiness(True, None, degraded)
 
 
 def _check_same_body(stored: str | None, given: str | None) -> None:
     if stored is not None and given is not None and stored != given:
-        raise IdempotencyConflictError("Idempotency-Key was already used for a different batch")
+        raise IdempotencyConflict("Idempotency-Key was already used for a different batch")
 
 
 def _maybe_text(moment: float | None) -> str | None:

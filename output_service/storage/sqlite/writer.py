@@ -6,6 +6,11 @@ one transaction on its own thread and only then resolves each future. This is
 both the durability rule (ack means committed) and the group commit that makes
 concurrent ingest fast. Commands (rotation, snapshots) travel through the same
 queue, so they always run between transactions.
+
+The writer owns its file: it opens the first one (`open`) and swaps to the
+next (`roll_over`, a rotation's step) on its own thread, inside its own task.
+Nobody else holds the live file's connection; the file it rolls away from is
+handed over to whoever seals it and never touched by the writer again.
 """
 
 from __future__ import annotations
@@ -19,34 +24,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
 from output_service.models import Batch
+from output_service.storage.seam import QueueFull, StoreClosed, StoreError
 from output_service.storage.sqlite.results_file import BatchMeta, BatchOutcome, ResultsFile
 
 T = TypeVar("T")
 log = structlog.get_logger("output_service.writer")
-
-
-class QueueFullError(Exception):
-    """The write queue holds as many results as allowed; the client should retry."""
-
-
-class WriterClosedError(Exception):
-    """The writer is shutting down and takes no more work."""
-
-
-class StorageError(Exception):
-    """A transaction failed; nothing of the affected batches was stored.
-
-    `kind` is "disk_full" when retrying can only help once space is freed, else "io".
-    """
-
-    def __init__(self, message: str, kind: str = "io") -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
@@ -81,7 +69,7 @@ class _Command:
 
 CommitHook = Callable[[Sequence[tuple[BatchMeta, BatchOutcome]]], None]
 GroupHook = Callable[[float, int], None]
-ErrorHook = Callable[["StorageError"], None]
+ErrorHook = Callable[[StoreError], None]
 # Runs on the writer thread before the results transaction of a group (the hop
 # outbox uses it: its rows must be durable before the batch can be acknowledged).
 # It may hand its work to a thread of its own and return that work's future: the
@@ -103,7 +91,6 @@ class Writer:
 
     def __init__(
         self,
-        file: ResultsFile,
         *,
         max_group_results: int,
         max_delay_s: float,
@@ -116,11 +103,11 @@ class Writer:
         keys_before: KeysBefore | None = None,
         keys_after: KeysAfter | None = None,
     ) -> None:
-        self.file = file
+        self._file: ResultsFile | None = None  # set by `open`, swapped by `roll_over`
         self._keys_before = keys_before
         self._keys_after = keys_after
         # The error of the last failed transaction, until one commits again (/ready).
-        self.failing: StorageError | None = None
+        self.failing: StoreError | None = None
         self._on_error = on_error
         self._restored = False  # set on the writer thread, reported on the loop
         self._max_group = max_group_results
@@ -157,7 +144,36 @@ class Writer:
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def start(self) -> None:
+    async def open(self, first: Callable[[], ResultsFile]) -> None:
+        """Open the first live file (`first`, on the writer thread) and start."""
+        self._file = await self.run_in_thread(first)
+        self._start()
+
+    @property
+    def path(self) -> Path:
+        """The live file's path."""
+        return self._live().path
+
+    def _live(self) -> ResultsFile:
+        if self._file is None:
+            raise RuntimeError("the writer is not open")
+        return self._file
+
+    async def roll_over(self, open_next: Callable[[], ResultsFile]) -> ResultsFile:
+        """Swap to the file `open_next` makes (run on the writer thread) and
+        return the old one, which from now on belongs to the caller (to seal it).
+
+        Only from inside the writer task (a command queued with `between`, or
+        the after-group hook), so it always falls between two transactions. If
+        `open_next` raises, nothing changes and the error is the caller's.
+        """
+        if asyncio.current_task() is not self._task:
+            raise RuntimeError("roll_over runs only in the writer task")
+        new_file = await self.run_in_thread(open_next)
+        old_file, self._file = self._live(), new_file
+        return old_file
+
+    def _start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="sqlite-writer")
         self._task.add_done_callback(self._ended)
 
@@ -166,7 +182,7 @@ class Writer:
         self._check_open()
         size = len(batch.results)
         if self._queued_results + size > self._queue_max and self._queued_results > 0:
-            raise QueueFullError(f"{self._queued_results} results already waiting")
+            raise QueueFull(f"{self._queued_results} results already waiting")
         future: asyncio.Future[BatchOutcome] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(batch, meta, future))
         self._queued_results += size
@@ -181,8 +197,8 @@ class Writer:
         """Await `fn()` in the writer task between two transactions.
 
         Unlike `call`, `fn` is a coroutine: it can run work on the writer thread
-        (`run_in_thread`) and then change what the writer holds (`file`) on the
-        event loop before the next group is taken.
+        (`run_in_thread`) and ask the writer to `roll_over` before the next
+        group is taken.
         """
         self._check_open()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -192,9 +208,9 @@ class Writer:
 
     def _check_open(self) -> None:
         if self._closing:
-            raise WriterClosedError("shutting down")
+            raise StoreClosed("shutting down")
         if self._task is not None and self._task.done():  # a bug stopped it: never hang
-            raise StorageError("the writer has stopped; see the log", "io")
+            raise StoreError("the writer has stopped; see the log", "io")
 
     async def run_in_thread(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread now (for set-up before `start`)."""
@@ -209,7 +225,8 @@ class Writer:
         if self._task is not None:
             # a task that died has already answered its waiters (`_ended`)
             await asyncio.wait([self._task])
-        await self.run_in_thread(self.file.close)
+        if self._file is not None:
+            await self.run_in_thread(self._file.close)
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
@@ -257,7 +274,7 @@ class Writer:
         try:
             outcomes = await loop.run_in_executor(self._executor, self._write, items)
         except Exception as exc:  # every batch of the group failed; none is acknowledged
-            error = StorageError(f"{type(exc).__name__}: {exc}", classify(exc))
+            error = StoreError(f"{type(exc).__name__}: {exc}", classify(exc))
             error.__cause__ = exc
             self.failing = error
             if self._on_error is not None:
@@ -271,7 +288,7 @@ class Writer:
         self.failing = None
         if self._restored and self._on_error is not None:
             self._restored = False
-            self._on_error(StorageError("results file was deleted; restored it", "file_removed"))
+            self._on_error(StoreError("results file was deleted; restored it", "file_removed"))
         try:  # bookkeeping only: a bug in it must not stop the writer or hide the ack
             if self._on_group is not None:
                 self._on_group(loop.time() - started, len(group))
@@ -284,12 +301,13 @@ class Writer:
 
     def _write(self, items: Sequence[tuple[Batch, BatchMeta]]) -> list[BatchOutcome]:
         """One group, on the writer thread."""
-        if self.file.restore_if_removed():
+        file = self._live()
+        if file.restore_if_removed():
             self._restored = True
         hook = self._before_commit(items) if self._before_commit is not None else None
         try:
             known, since = self._keys_before(items) if self._keys_before else ({}, "")
-            outcomes = self.file.write_group(items, known, since, hook)
+            outcomes = file.write_group(items, known, since, hook)
         finally:
             if hook is not None:  # one group's hook at a time, even when the group failed
                 futures.wait([hook])
@@ -307,7 +325,7 @@ class Writer:
             log.error("the writer was cancelled")
         else:
             log.error("the writer stopped", exc_info=task.exception())
-        error = StorageError("the writer has stopped; see the log", "io")
+        error = StoreError("the writer has stopped; see the log", "io")
         waiting = [*self._working, *(item.future for item in self._queue)]
         self._queue.clear()
         self._working = []

@@ -15,11 +15,15 @@ restore) is a new entry. Entries for files no longer listed are dropped.
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from output_service.insight.summaries import TargetAccumulator
+from output_service.storage.read_gate import ReadTimedOut
 from output_service.storage.seam import ResultFilter
 from output_service.storage.sqlite.reads import queries
 
@@ -36,9 +40,19 @@ class _Partial:
     acc: TargetAccumulator
 
 
+Seed = Callable[[Path], "tuple[int, TargetAccumulator] | None"]
+
+
 class PartialCache:
-    def __init__(self) -> None:
+    def __init__(self, seed: Seed | None = None) -> None:
+        # where an unfiltered partial can start from instead of row 0: a sealed
+        # file's summary kept in its side file (prerender.py)
+        self._seed = seed
         self._entries: dict[tuple[str, int, int, ResultFilter], _Partial] = {}
+        # one builder per entry at a time: a query that comes while the start-up
+        # warm-up reads a file waits for that partial instead of reading it again
+        self._locks: dict[tuple[str, int, int, ResultFilter], threading.Lock] = {}
+        self._locks_lock = threading.Lock()
         # filter -> (ids of the partials merged, the merge, the partials: held so
         # that their ids are not reused by new objects while the entry lives)
         self._merged: dict[
@@ -48,8 +62,30 @@ class PartialCache:
     def get(self, conn: _Conn, path: Path, flt: ResultFilter, deadline: float) -> TargetAccumulator:
         st = os.stat(path)
         key = (path.name, st.st_ino, st.st_dev, flt)
+        with self._locks_lock:
+            if len(self._locks) > 2 * MAX_ENTRIES:  # left by reads that timed out
+                self._locks = {
+                    k: v for k, v in self._locks.items() if k in self._entries or v.locked()
+                }
+            lock = self._locks.setdefault(key, threading.Lock())
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise ReadTimedOut(f"waited too long for the summary of {path.name}")
+        try:
+            return self._extended(conn, path, key, deadline)
+        finally:
+            lock.release()
+
+    def _extended(
+        self, conn: _Conn, path: Path, key: tuple[str, int, int, ResultFilter], deadline: float
+    ) -> TargetAccumulator:
+        flt = key[3]
         entry = self._entries.get(key)
         top = int(conn.all("SELECT coalesce(max(id), 0) FROM ping_results", {}, deadline)[0][0])
+        if entry is None and self._seed is not None and flt == ResultFilter():
+            kept = self._seed(path)
+            if kept is not None:
+                entry = _Partial(*kept)
+                self._remember(key, entry)
         if entry is None:
             entry = _Partial(0, TargetAccumulator())
         if top > entry.upto:
@@ -66,11 +102,17 @@ class PartialCache:
             merged.merge(delta)
             merged.compact()
             entry = _Partial(top, merged)
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[key] = entry
+            self._remember(key, entry)
         # shared, not copied: merging reads an accumulator and never changes it
         return entry.acc
+
+    def _remember(self, key: tuple[str, int, int, ResultFilter], entry: _Partial) -> None:
+        if key not in self._entries and len(self._entries) >= MAX_ENTRIES:
+            dropped = next(iter(self._entries))
+            self._entries.pop(dropped)
+            with self._locks_lock:
+                self._locks.pop(dropped, None)
+        self._entries[key] = entry
 
     def merged(
         self, flt: ResultFilter, parts: list[tuple[Path, TargetAccumulator]]

@@ -89,6 +89,21 @@ def items(flt: ResultFilter, before_id: int | None) -> tuple[str, dict[str, Any]
     )
 
 
+def prerendered(flt: ResultFilter, before_id: int | None) -> tuple[str, dict[str, Any]]:
+    """(id, item JSON without its closing brace) from the attached side file
+    `side` (see prerender.py), newest first; bind :limit too."""
+    cond, params = where(flt, before_id=before_id)
+    if flt != ResultFilter():
+        page = f"SELECT p.id FROM ping_results p{cond} ORDER BY p.id DESC LIMIT :limit"
+        return (
+            f"SELECT s.id, s.item FROM ({page}) AS page JOIN side.items s ON s.id = page.id"
+            " ORDER BY s.id DESC",
+            params,
+        )
+    cond = "" if before_id is None else " WHERE id < :before"
+    return f"SELECT id, item FROM side.items{cond} ORDER BY id DESC LIMIT :limit", params
+
+
 def target_totals(
     flt: ResultFilter, ids: tuple[int, int] | None = None
 ) -> tuple[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ up, and the WAL stays near `wal_autocheckpoint` however many readers there are.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -23,7 +24,7 @@ import msgspec
 from output_service.insight import cursor as cursors
 from output_service.insight.routes import Observation, summarize
 from output_service.insight.summaries import TargetAccumulator, merge_nodes, series, sort_targets
-from output_service.storage.read_gate import ReadGate, ReadTimedOut
+from output_service.storage.read_gate import ReadGate, ReadTimedOut, Steps
 from output_service.storage.seam import (
     BadQuery,
     ResultFilter,
@@ -34,6 +35,7 @@ from output_service.storage.seam import (
 from output_service.storage.sqlite.file_names import name_key
 from output_service.storage.sqlite.reads import queries
 from output_service.storage.sqlite.reads.partials import PartialCache
+from output_service.storage.sqlite.reads.prerender import SideFiles
 
 ListFiles = Callable[[], Sequence[Path]]
 EXPORT_CHUNK = 2000  # results per statement of an export
@@ -43,7 +45,7 @@ _PROGRESS_OPS = 20_000  # VM steps between deadline checks
 class _Conn:
     """A read-only connection whose statements stop at `deadline`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, side: Path | None = None) -> None:
         self.conn = sqlite3.connect(
             f"{path.resolve().as_uri()}?mode=ro",
             uri=True,
@@ -51,6 +53,8 @@ class _Conn:
             check_same_thread=False,
         )
         self.conn.execute("PRAGMA busy_timeout=2000")
+        if side is not None:  # the file's pre-rendered items, as schema `side`
+            self.conn.execute("ATTACH ? AS side", (f"{side.resolve().as_uri()}?mode=ro",))
         self.deadline = time.monotonic() + 3600.0
         self.conn.set_progress_handler(self._late, _PROGRESS_OPS)
 
@@ -71,10 +75,10 @@ class _Conn:
 
 
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator[_Conn | None]:
+def _opened(path: Path, side: Path | None = None) -> Iterator[_Conn | None]:
     """A connection, or None when the file went away (retention) since it was listed."""
     try:
-        conn = _Conn(path)
+        conn = _Conn(path, side)
     except sqlite3.OperationalError:
         yield None
         return
@@ -85,10 +89,11 @@ def _opened(path: Path) -> Iterator[_Conn | None]:
 
 
 class SqliteReads:
-    def __init__(self, files: ListFiles, gate: ReadGate) -> None:
+    def __init__(self, files: ListFiles, gate: ReadGate, sides: SideFiles | None = None) -> None:
         self._files = files
         self._gate = gate
-        self._partials = PartialCache()
+        self._partials = PartialCache(None if sides is None else sides.summary)
+        self._sides = sides
 
     # -- results ---------------------------------------------------------------
 
@@ -140,17 +145,26 @@ class SqliteReads:
         chunk is one short statement, so memory and snapshots stay small."""
         async with self._gate.slot() as steps:
             for path, before in self._from(None):
-                with _opened(path) as conn:
+                side = None if self._sides is None else self._sides.ready(path)
+                # a pre-rendered item lacks its file key and closing brace
+                tail = ',"file":' + msgspec.json.encode(path.name).decode() + "}"
+                with _opened(path, side) as conn:
                     if conn is None:
                         continue
                     while True:
-                        sql, params = queries.items(flt, before)
+                        if side is None:
+                            sql, params = queries.items(flt, before)
+                        else:
+                            sql, params = queries.prerendered(flt, before)
                         params.update(file=path.name, limit=EXPORT_CHUNK)
                         c = conn
                         rows = await steps.run(lambda d: c.all(sql, params, d))  # noqa: B023
                         if not rows:
                             break
-                        yield [text for _, text in rows]
+                        if side is None:
+                            yield [text for _, text in rows]
+                        else:
+                            yield [text + tail for _, text in rows]
                         if len(rows) < EXPORT_CHUNK:
                             break
                         before = rows[-1][0]
@@ -158,24 +172,46 @@ class SqliteReads:
     # -- summaries ----------------------------------------------------------------
 
     async def targets(self, query: TargetQuery) -> list[dict[str, Any]]:
-        def step(deadline: float) -> list[dict[str, Any]]:
-            rows = sort_targets(self._accumulate(query.filter, deadline).rows(), query.sort)
+        def answer(deadline: float) -> list[dict[str, Any]]:
+            if not parts:
+                return []
+            # the newest file (the one ingest extends) with the older ones' merge
+            older = self._partials.merged(query.filter, parts[1:])
+            rows = sort_targets(parts[0][1].rows(older), query.sort)
             return rows[query.offset : query.offset + query.limit]
 
-        return await self._gate.run(step)
+        async with self._gate.slot() as steps:
+            parts = await self._partials_of(steps, query.filter)
+            return await steps.run(answer)
 
-    def _accumulate(self, flt: ResultFilter, deadline: float) -> TargetAccumulator:
-        """Merge each file's cached partial, extended by the rows that arrived since."""
+    async def _partials_of(
+        self, steps: Steps, flt: ResultFilter
+    ) -> list[tuple[Path, TargetAccumulator]]:
+        """Each file's cached partial, extended by the rows that arrived since: one
+        step (one deadline) per file, so a cold start is not one long statement."""
         parts: list[tuple[Path, TargetAccumulator]] = []
         for path in self._files():
-            with _opened(path) as conn:
-                if conn is not None:
-                    parts.append((path, self._partials.get(conn, path, flt, deadline)))
-        total = TargetAccumulator()
-        if parts:
-            total.merge(parts[0][1])  # the newest file: the one ingest extends
-            total.merge(self._partials.merged(flt, parts[1:]))
-        return total
+            acc = await steps.run(functools.partial(self._partial, path, flt))
+            if acc is not None:
+                parts.append((path, acc))
+        return parts
+
+    def _partial(self, path: Path, flt: ResultFilter, deadline: float) -> TargetAccumulator | None:
+        with _opened(path) as conn:
+            return None if conn is None else self._partials.get(conn, path, flt, deadline)
+
+    async def warm_targets(self) -> None:
+        """Build the partials of /api/targets over everything, and the merge of
+        the older files' ones, so that the first query does not pay for them
+        (the upkeep task calls this at start-up and then now and then). Each
+        file is one read through the bound; ReadBusy reaches the caller."""
+        flt = ResultFilter()
+        parts: list[tuple[Path, TargetAccumulator]] = []
+        for path in self._files():
+            acc = await self._gate.run(functools.partial(self._partial, path, flt))
+            if acc is not None:
+                parts.append((path, acc))
+        await self._gate.run(lambda _: self._partials.merged(flt, parts[1:]))
 
     async def target(self, query: SeriesQuery) -> dict[str, Any] | None:
         rows = await self._gate.run(lambda d: self._each(queries.series_rows, query.filter, d))
