@@ -92,6 +92,8 @@ _UPSERT_SEEN = (
 )
 _ADD_OUTBOX = "INSERT OR IGNORE INTO outbox (ip, queued_at) SELECT value, ?2 FROM json_each(?1)"
 _SEEN_AT = "SELECT s.ip, s.queued_at FROM seen s WHERE s.ip IN (SELECT value FROM json_each(?1))"
+# the sender's delete of what it delivered: one statement, as the writer's inserts
+_REMOVE = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
 _encoder = msgspec.json.Encoder()
 _ADD = "UPDATE counters SET value = value + ? WHERE name = ?"
 
@@ -214,9 +216,7 @@ class StateDB:
         with immediate_transaction(conn):
             if copy is not None:
                 conn.executemany(*copy)
-            before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE id = ?", [(h.id,) for h in hops])
-            removed = conn.total_changes - before
+            removed = conn.execute(_REMOVE, (_json_list(h.id for h in hops),)).rowcount
             conn.execute(_ADD, (removed, counter))
         return removed
 
@@ -229,9 +229,9 @@ class StateDB:
         return {str(n): int(v) for n, v in self._conn.execute("SELECT name, value FROM counters")}
 
 
-def _json_list(ips: Iterable[str]) -> str:
-    """Addresses as a JSON array (text: newer SQLite reads a BLOB as JSONB)."""
-    return _encoder.encode(list(ips)).decode()
+def _json_list(values: Iterable[str | int]) -> str:
+    """Addresses or ids as a JSON array (text: newer SQLite reads a BLOB as JSONB)."""
+    return _encoder.encode(list(values)).decode()
 
 
 def moment(text: str) -> float:
