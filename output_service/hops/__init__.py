@@ -52,7 +52,7 @@ class HopFeedback:
         """Open state.db for the hop recorder and load the totals (before storage opens)."""
         cfg = self._config
         await asyncio.to_thread(cfg.db_dir.mkdir, parents=True, exist_ok=True)
-        state = await asyncio.to_thread(StateDB.open, self.path, synchronous=cfg.synchronous)
+        state = await asyncio.to_thread(self._open_state)
         self._writer_state = state
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hop-recorder")
         depth, totals = await asyncio.to_thread(lambda: (state.depth(), state.counters()))
@@ -75,6 +75,12 @@ class HopFeedback:
         self._metrics.hops_outbox_depth.set_function(lambda: counts.depth)
         self._metrics.hops_oldest_waiting_age.set_function(self._oldest_age)
 
+    def _open_state(self) -> StateDB:
+        cfg = self._config
+        return StateDB.open(
+            self.path, synchronous=cfg.synchronous, wal_autocheckpoint=cfg.wal_autocheckpoint
+        )
+
     def before_commit(self, items: Sequence[tuple[Batch, BatchMeta]]) -> Future[None]:
         """The storage writer's hook: queue the group's hops on the hop thread.
 
@@ -89,7 +95,7 @@ class HopFeedback:
 
     async def start_sender(self) -> None:
         cfg = self._config
-        state = await asyncio.to_thread(StateDB.open, self.path, synchronous=cfg.synchronous)
+        state = await asyncio.to_thread(self._open_state)
         self._sender_state = state
         settings = SenderSettings(
             url=cfg.input_url,

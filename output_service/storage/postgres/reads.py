@@ -59,12 +59,11 @@ class PgReads:
         threads, at a lower CPU priority than the event loop that serves ingest
         (as the SQLite backend's reads run)."""
         gate = self.gate
-        if gate.running:  # reads overlap: held to their share (one at a time never is)
-            try:
-                await self._share.admit(gate.queue_wait_s)
-            except ReadBusy:
-                gate.refused += 1
-                raise
+        try:
+            await self._share.admit(gate.queue_wait_s)
+        except ReadBusy:
+            gate.refused += 1
+            raise
         async with gate.slot() as steps, self._pool().acquire() as conn:
             started = time.monotonic()  # time running, not waiting for a slot
 
@@ -81,13 +80,21 @@ class PgReads:
             finally:
                 self._share.spend(time.monotonic() - started)
 
-    async def _fetch(self, statement: tuple[str, list[Any]], then: Callable[[list[Any]], U]) -> U:
-        """One statement's rows, turned into the answer by `then` off the event loop."""
+    async def _fetch(
+        self,
+        statement: tuple[str, list[Any]],
+        then: Callable[[list[Any]], U],
+        *,
+        off_loop: bool = True,
+    ) -> U:
+        """One statement's rows, turned into the answer by `then`: off the event loop
+        unless the work is small (a target's week: ~140 rows), where the hop to a
+        read thread at lower priority costs more than it saves on a busy machine."""
         sql, args = statement
 
         async def work(conn: Conn, limit_s: float, cpu: Cpu) -> U:
             rows = await conn.fetch(sql, *args, timeout=limit_s)
-            return await cpu(lambda: then(rows))
+            return await cpu(lambda: then(rows)) if off_loop else then(rows)
 
         return await self._read(work)
 
@@ -160,7 +167,7 @@ class PgReads:
                 return None
             return series(query.ip, query.step_s, (tuple(r) for r in rows))
 
-        return await self._fetch(queries.series_rows(query.filter), answer)
+        return await self._fetch(queries.series_rows(query.filter), answer, off_loop=False)
 
     async def routes(self, ip: str, flt: ResultFilter) -> dict[str, Any]:
         def answer(rows: list[Any]) -> dict[str, Any]:
@@ -177,7 +184,7 @@ class PgReads:
             ]
             return {"ip": ip, **summarize(observations)}
 
-        return await self._fetch(queries.route_rows(flt), answer)
+        return await self._fetch(queries.route_rows(flt), answer, off_loop=False)
 
     async def nodes(self, silent_after_s: float, now: float) -> list[dict[str, Any]]:
         async def both(conn: Conn, limit_s: float, _: Cpu) -> tuple[list[Any], list[Any]]:
