@@ -159,3 +159,12 @@ async def test_no_side_file_while_disk_is_short(
         assert await _exports(service) == slow
         await service.results.close()
         await service.health.close()
+
+
+async def test_side_files_removed_by_hand_leave_exports_complete(
+    start_service: StartService,
+) -> None:
+    service, _, side = await _rendered(start_service)
+    slow = await _exports(service)  # from the side file by now
+    shutil.rmtree(side.parent)
+    assert await _exports(service) == slow

@@ -95,6 +95,9 @@ class SideFiles:
         except FileNotFoundError:
             return None
         built = self._known.get(side.name)
+        if built is not None and not side.exists():  # removed by hand
+            self._known.pop(side.name, None)
+            return None
         if built is None:
             built = _recorded(side)
             if built is None:
