@@ -27,6 +27,11 @@ from output_service.storage.seam import ReadBusy
 
 SHARE = 0.5  # read-seconds per second, summed over concurrent reads
 BURST_S = 5.0
+# One read is charged at most this much: a single long read (the first /api/targets
+# after start-up, seconds) is bounded by its time limit, not by the share, which is
+# for floods of reads. Uncapped, a 14 s read held every read after it back (503) for
+# half a minute (measured by hand).
+MAX_CHARGE_S = 2.0
 
 
 class ReadShare:
@@ -63,4 +68,4 @@ class ReadShare:
 
     def spend(self, seconds: float) -> None:
         self._refill()
-        self._credit -= seconds
+        self._credit -= min(seconds, MAX_CHARGE_S)

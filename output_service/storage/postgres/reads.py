@@ -2,14 +2,17 @@
 
 The answers are shaped by the same backend-neutral helpers as on SQLite
 (`insight.summaries`, `insight.routes`, `insight.cursor`), so the same data
-gives the same replies on both (tests/test_api_backends.py). What the server
-can do better it does: target summaries, with exact nearest-rank percentiles
-(`percentile_disc`), are one aggregate statement instead of per-file partials,
-and an export streams from one server-side cursor.
+gives the same replies on both (tests/test_api_backends.py). Closed partitions
+are read through their summaries (`target_partials`, `export_chunks`, kept by
+`summaries`); the rows still arriving are read as they are. Filters whose
+summaries are not kept (time ranges for targets, any filter for an export) are
+one statement over the rows they select, with exact nearest-rank percentiles by
+`percentile_disc`; a time-range page reads only the partitions holding it.
 
 Every read holds a slot of the instance's `ReadGate` (the same bound on
-concurrent reads as on SQLite) and each statement runs with the gate's time
-limit; a read over it is a 503 (`ReadBusy`), never a 500.
+concurrent reads as on SQLite) and its share of time (`read_share`); each
+statement runs with the gate's time limit; a read over it is a 503
+(`ReadBusy`), never a 500.
 """
 
 from __future__ import annotations
