@@ -40,7 +40,6 @@ class HopFeedback:
         self.counts = HopCounts()
         self.recorder: HopRecorder | None = None
         self.sender: HopSender | None = None
-        self.outbox: SqliteHopOutbox | None = None  # the sender's, while it runs
         self._writer_state: StateDB | None = None
         self._thread: ThreadPoolExecutor | None = None  # where the recorder runs
         self._sender_state: StateDB | None = None
@@ -106,8 +105,8 @@ class HopFeedback:
             backoff_max_s=cfg.hops_backoff_max_s,
             timeout_s=cfg.hops_send_timeout_s,
         )
-        self.outbox = SqliteHopOutbox(state, self._clock)
-        self.sender = HopSender(self.outbox, self.counts, self._metrics, settings, self._clock)
+        outbox = SqliteHopOutbox(state, self._clock)
+        self.sender = HopSender(outbox, self.counts, self._metrics, settings, self._clock)
         self.sender.start()
 
     def begin_shutdown(self) -> None:
