@@ -107,6 +107,19 @@ def _report(figures: dict[str, object], out: Path) -> None:
         )
 
 
+def _wait_ready(base: str, limit_s: float = 600.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/ready", timeout=10) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
+
+
 def _measure(url: str, work: Path) -> dict[str, object]:
     pool = pool_file(work, 10, 100, 400_000)
     port, health = _free_port(), _free_port()
@@ -119,6 +132,7 @@ def _measure(url: str, work: Path) -> dict[str, object]:
     try:
         wait_for_port(health)
         base = f"http://127.0.0.1:{health}"
+        _wait_ready(base)  # start-up builds the closed partitions' hop-IP indexes first
         t0 = time.perf_counter()
         with urllib.request.urlopen(f"{base}/api/targets", timeout=120) as resp:
             resp.read()

@@ -21,7 +21,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench import loadgen
+from bench import loadgen, wrk_cell
 from bench.payload import HOPS, pool_file
 from bench.run import OUT, POOL
 from bench.server import Server
@@ -98,6 +98,25 @@ def summarise(raw: Path, results: int) -> str:
     return "\n".join(lines)
 
 
+def _loadgen(server: Server, pool: Path, args: argparse.Namespace) -> int:
+    """Drive the service with bench.loadgen; the results it stored."""
+    gen = subprocess.run(
+        loadgen.argv(
+            server.url,
+            pool,
+            batch=args.batch,
+            hops=args.hops,
+            duration=args.duration,
+            warmup=0,
+            concurrency=args.concurrency,
+        ),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(json.loads(gen.stdout.splitlines()[-1])["stored_results"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=100)
@@ -107,11 +126,17 @@ def main() -> None:
     parser.add_argument(
         "--hop-loop", action="store_true", help="the hop loop on, posting to a loopback stub"
     )
+    parser.add_argument(
+        "--wrk", action="store_true", help="drive one-result requests with wrk (bench.wrk_cell)"
+    )
     args = parser.parse_args()
+    if args.wrk and args.batch != 1:
+        raise SystemExit("--wrk sends one-result requests: use it with --batch 1")
     spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     pool = pool_file(OUT, args.hops, args.batch, POOL[args.hops])
     raw = OUT / "profile.txt"
     with tempfile.TemporaryDirectory(prefix="profile-") as tmp:
+        script = wrk_cell.write_script(Path(tmp), args.hops) if args.wrk else None
         stub = Server.trivial(Path(tmp) / "input", "input") if args.hop_loop else None
         extra = ["--input-url", stub.url.replace("/results", "/hops")] if stub else []
         server = Server.service(Path(tmp), *extra)
@@ -135,27 +160,17 @@ def main() -> None:
                 ],
                 stdout=subprocess.DEVNULL,
             )
-            gen = subprocess.run(
-                loadgen.argv(
-                    server.url,
-                    pool,
-                    batch=args.batch,
-                    hops=args.hops,
-                    duration=args.duration,
-                    warmup=0,
-                    concurrency=args.concurrency,
-                ),
-                capture_output=True,
-                text=True,
-                check=True,
-            )
+            if script is not None:
+                done = wrk_cell.measure(server, script, args.concurrency, args.duration)
+                stored = int(done["requests"] - done["non2xx"])
+            else:
+                stored = _loadgen(server, pool, args)
             if spy.wait(timeout=60) != 0:
                 raise SystemExit("py-spy failed (it needs ptrace: run as root or allow it)")
         finally:
             server.stop()
             if stub is not None:
                 stub.stop()
-    stored = json.loads(gen.stdout.splitlines()[-1])["stored_results"]
     print(f"batch {args.batch}, {args.hops} hops, concurrency {args.concurrency}; raw: {raw}\n")
     print(summarise(raw, stored))
 

@@ -66,12 +66,22 @@ def matrix() -> list[Cell]:
 def variant_matrix(variants: list[str]) -> list[Cell]:
     """`--variants a,b`: the service and each variant, interleaved, on the cells
     where the hot path matters."""
-    cells = ((HOPS, 100, 8), (HOPS, 100, 64), (HOPS, 1000, 8), (HOPS, 1, 64), (0, 100, 8))
-    return [
+    cells = (
+        (HOPS, 100, 8),
+        (HOPS, 100, 64),
+        (HOPS, 1000, 8),
+        (HOPS, 1000, 64),
+        (HOPS, 1, 64),
+        (0, 1, 64),
+        (0, 100, 8),
+    )
+    compared = [
         Cell(server, hops, batch, conc)
         for hops, batch, conc in cells
         for server in ("service", *variants)
     ]
+    # the one-result cells' reference, so `x trivial` has a value for every variant
+    return [*compared, Cell("trivial", HOPS, 1, 64), Cell("trivial", 0, 1, 64)]
 
 
 POOL = {HOPS: 160_000, 0: 400_000}  # distinct results per shape: more than a cell sends
@@ -197,6 +207,15 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
         ]
         return f"{statistics.median(out):.2f}"
 
+    def cpu_per_result(cell: Cell) -> list[float]:
+        """The server's CPU (both threads) per stored result: what a change removes,
+        and steadier than the rate while others use the cores."""
+        out = []
+        for r in runs:
+            res = r["cells"][cell.key]
+            out.append(res["server_cpu_pct"] * 1e4 / max(res["results_per_s"], 1e-9))
+        return out
+
     def pct_ceiling(cell: Cell) -> list[float]:
         out = []
         for r in runs:
@@ -208,8 +227,9 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
     lines = [
         "| server | shape | batch | conc | results/s (min-max) | % ceiling | x live ceiling "
         "| x trivial | x naive "
-        "| p50 ms | p99 ms | server CPU % | peak RSS MB | client CPU % | others CPU % | non-200 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| p50 ms | p99 ms | server CPU % | server CPU us/result | peak RSS MB | client CPU % "
+        "| others CPU % | non-200 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for cell in cells:
         rate, lo, hi = median_spread(vals(cell.key, "results_per_s"))
@@ -230,6 +250,7 @@ def render(runs: list[dict[str, Any]], cells: list[Cell]) -> str:
             f"| {statistics.median(vals(cell.key, 'p50_ms')):.1f} "
             f"| {statistics.median(vals(cell.key, 'p99_ms')):.1f} "
             f"| {statistics.median(vals(cell.key, 'server_cpu_pct')):.0f} "
+            f"| {statistics.median(cpu_per_result(cell)):.1f} "
             f"| {max(vals(cell.key, 'peak_rss_mb')):.0f} "
             f"| {statistics.median(vals(cell.key, 'client_cpu_pct')):.0f} "
             f"| {statistics.median(vals(cell.key, 'others_cpu_pct')):.0f} | {bad} |"

@@ -3,16 +3,24 @@
     python -m bench.variant_service VARIANT --port 0 ...   (then the service's flags)
 
 Variants: `uvloop` (the event loop), `executemany` (the writer inserts with
-executemany instead of one json_each statement per table), `switch1ms`
+executemany instead of multi-row VALUES statements), `json-each` (one json_each
+statement per table, the inserts before issue 15's second round), `switch1ms`
 (`sys.setswitchinterval(0.001)`: the GIL changes hands more often),
 `per-request-ids` (the middleware as before issue 15: a uuid4 per request id and
-`labels()` looked up per request), `parallel-hops` (a prototype, not in the
-service: the hop hook runs on a thread of its own while the writer thread writes
-the group; the group is answered when both have committed).
+`labels()` looked up per request), `sequential-hops` (the hop hook on the writer
+thread ahead of the group's inserts, as before it overlapped them), and pieces
+of the one-result path taken away to see what each costs: `no-store`,
+`no-request-log`, `trivial-handler`, `no-middleware` (combined with `+`).
 """
 
 import asyncio
+import sqlite3
 import sys
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
 
 from output_service.cli import main
 from output_service.storage.sqlite import results_file
@@ -24,7 +32,9 @@ def apply(variant: str) -> None:
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     elif variant == "executemany":
-        results_file.JSON_INSERT = False
+        _executemany_inserts()
+    elif variant == "json-each":
+        _json_each_inserts()
     elif variant == "per-request-ids":
         import uuid
 
@@ -36,40 +46,119 @@ def apply(variant: str) -> None:
 
         middleware._new_request_id = lambda: uuid.uuid4().hex[:16]
         Metrics.count_request = count_request  # type: ignore[method-assign]
-    elif variant == "parallel-hops":
-        _parallel_hop_hook()
+    elif variant in SPLIT:
+        for part in variant.split("+"):
+            SPLIT[part]()
+    elif variant == "sequential-hops":
+        _sequential_hop_hook()
     elif variant == "switch1ms":
         sys.setswitchinterval(0.001)
     else:
         raise SystemExit(f"unknown variant {variant!r}")
 
 
-def _parallel_hop_hook() -> None:
-    """Writer._write with the before_commit hook (state.db, its own file and fsync)
-    overlapped with the results transaction instead of ahead of it."""
+def _rows(self: Any, values: list[Any]) -> list[list[Any]]:
+    """The flat values `_Insert.run` gets, cut back into rows."""
+    width = self._width
+    return [values[i : i + width] for i in range(0, len(values), width)]
+
+
+def _executemany_inserts() -> None:
+    def run(self: Any, conn: sqlite3.Connection, values: list[Any]) -> None:
+        conn.executemany(self._text(1), _rows(self, values))
+
+    results_file._Insert.run = run  # type: ignore[method-assign]
+
+
+def _json_each_inserts() -> None:
+    """The rows as one JSON array per table, unpacked by SQLite (`value->>i`)."""
+    encoder = msgspec.json.Encoder()
+
+    def run(self: Any, conn: sqlite3.Connection, values: list[Any]) -> None:
+        rows = _rows(self, values)
+        if not rows:
+            return
+        payload = encoder.encode(rows)
+        if b"\\u0000" in payload:  # SQLite's JSON ends a text value at an escaped NUL
+            conn.executemany(self._text(1), rows)
+            return
+        picks = ", ".join(f"value->>{i}" for i in range(self._width))
+        columns = self._head.split("(", 1)[1].split(")", 1)[0]
+        table = self._head.split()[2]
+        sql = f"INSERT INTO {table} ({columns}) SELECT {picks} FROM json_each(?)"
+        conn.execute(sql, (payload.decode(),))
+
+    results_file._Insert.run = run  # type: ignore[method-assign]
+
+
+def _sequential_hop_hook() -> None:
+    """The hop hook as before: on the writer thread, ahead of the group's inserts."""
     from collections.abc import Sequence
-    from concurrent.futures import ThreadPoolExecutor
-    from typing import Any
 
-    from output_service.storage.sqlite import writer
+    from output_service.hops import HopFeedback
 
-    hook_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer-hops")
+    def before_commit(self: HopFeedback, items: Sequence[Any]) -> None:
+        assert self.recorder is not None
+        self.recorder(items)
 
-    def _write(self: Any, items: Sequence[Any]) -> Any:
-        if self._file.restore_if_removed():
-            self._restored = True
-        hooked = hook_thread.submit(self._before_commit, items) if self._before_commit else None
-        try:
-            known, since = self._keys_before(items) if self._keys_before else ({}, "")
-            outcomes = self._file.write_group(items, known, since)
-            if self._keys_after is not None:
-                self._keys_after(items, outcomes)
-        finally:
-            if hooked is not None:
-                hooked.result()
-        return outcomes
+    HopFeedback.before_commit = before_commit  # type: ignore[assignment,method-assign]
 
-    writer.Writer._write = _write  # type: ignore[method-assign]
+
+def _no_store() -> None:
+    """POST /results answers once the batch is decoded: nothing is queued or written."""
+    from output_service.storage.seam import Submission, SubmitResult
+    from output_service.storage.sqlite.store import SqliteStore
+
+    async def submit(self: SqliteStore, submission: Submission) -> SubmitResult:
+        return SubmitResult(len(submission.batch.results))
+
+    SqliteStore.submit = submit  # type: ignore[method-assign]
+
+
+def _no_request_log() -> None:
+    """No `request` line (other log lines stay)."""
+    from output_service.handlers import middleware
+
+    class Quiet:
+        def info(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        debug = exception = info
+
+    middleware.log = Quiet()
+
+
+def _trivial_handler() -> None:
+    """bench.trivial's handler in the service's app (its middlewares, site, runner)."""
+    from output_service.handlers import ingest
+
+    async def post_results(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b'{"status":"ok","received":1}', content_type="application/json")
+
+    ingest.post_results = post_results
+
+
+def _no_middleware() -> None:
+    """The app without request_summary and the auth middleware."""
+    import output_service.app as app
+
+    @web.middleware
+    async def passthrough(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app.request_summary = passthrough  # type: ignore[attr-defined]
+    app.auth_middleware = lambda config, metrics: passthrough  # type: ignore[attr-defined]
+
+
+# One-result requests taken apart (combine with +: `no-store+no-request-log`):
+# measured with `python -m bench.wrk_cell` style load, CPU per request.
+SPLIT: dict[str, Callable[[], None]] = {
+    "no-store": _no_store,
+    "no-request-log": _no_request_log,
+    "trivial-handler": _trivial_handler,
+    "no-middleware": _no_middleware,
+}
 
 
 if __name__ == "__main__":

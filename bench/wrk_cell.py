@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -35,7 +36,19 @@ end
 """
 
 
+def write_script(tmp: Path, hops: int) -> Path:
+    """The Lua script that cycles the pool of one-result bodies (`bench.profile --wrk` too)."""
+    OUT.mkdir(exist_ok=True)
+    bodies = read_pool(pool_file(OUT, hops, 1, POOL[hops]))
+    lines = tmp / "bodies.ndjson"
+    lines.write_bytes(b"\n".join(b.replace(b"\n", b"") for b in bodies) + b"\n")
+    script = tmp / "post.lua"
+    script.write_text(LUA % lines)
+    return script
+
+
 def measure(server: Server, script: Path, connections: int, duration: float) -> dict[str, float]:
+    cpu_before = server.cpu_seconds()
     out = subprocess.run(
         [
             "wrk",
@@ -51,12 +64,18 @@ def measure(server: Server, script: Path, connections: int, duration: float) -> 
         text=True,
         check=True,
     ).stdout
+    cpu = server.cpu_seconds() - cpu_before
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     return {
         "requests_per_s": rate,
+        "requests": requests,
+        # the server's CPU (all threads) per request: steadier than the rate on a
+        # shared machine, since it does not count the time others held the cores
+        "cpu_us_per_request": round(cpu / max(requests, 1) * 1e6, 1),
         "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else 0.0,
         "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
         "peak_rss_mb": server.peak_rss_mb(),
@@ -72,19 +91,22 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed")
-    OUT.mkdir(exist_ok=True)
-    bodies = read_pool(pool_file(OUT, args.hops, 1, POOL[args.hops]))
     with tempfile.TemporaryDirectory(prefix="wrk-") as tmp:
-        lines = Path(tmp) / "bodies.ndjson"
-        lines.write_bytes(b"\n".join(b.replace(b"\n", b"") for b in bodies) + b"\n")
-        script = Path(tmp) / "post.lua"
-        script.write_text(LUA % lines)
+        script = write_script(Path(tmp), args.hops)
         for run in range(args.runs):
             row = {}
-            for name in ("trivial", "service"):
+            # with $BENCH_BASELINE_TREE set, an earlier commit's service too (bench.server)
+            names = ["trivial", "service"]
+            if os.environ.get("BENCH_BASELINE_TREE"):
+                names.append("baseline")
+            for name in names:
                 work = Path(tmp) / name
                 shutil.rmtree(work, ignore_errors=True)
-                server = Server.trivial(work) if name == "trivial" else Server.service(work)
+                server = (
+                    Server.trivial(work)
+                    if name == "trivial"
+                    else Server.service(work, variant="" if name == "service" else name)
+                )
                 try:
                     row[name] = measure(server, script, args.connections, args.duration)
                 finally:

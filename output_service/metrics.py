@@ -313,6 +313,8 @@ class Metrics:
             counter = getattr(self, attribute)
             for labels in label_sets:
                 counter.labels(**labels)
+        self._batch_ok = self.batches.labels(outcome="ok")
+        self._batch_duplicate = self.batches.labels(outcome="duplicate")
 
     def go_series_from(self, read_stats: Callable[[], Mapping[str, Any]]) -> None:
         """Expose the Go service's series names, read from `read_stats` at scrape time."""
@@ -330,6 +332,17 @@ class Metrics:
             child = self.http_requests.labels(route=route, status=str(status))
             self._request_children[key] = child
         child.inc()
+
+    def batch_stored(self, results: int, seconds: float) -> None:
+        """One accepted batch: its outcome, size and time to the ack (on every
+        POST, so through children bound once rather than `labels()` each time)."""
+        self._batch_ok.inc()
+        self.batch_size.observe(results)
+        self.ingest_latency.observe(seconds)
+
+    def batch_replayed(self) -> None:
+        """One batch answered from an earlier one with the same Idempotency-Key."""
+        self._batch_duplicate.inc()
 
     def observe_commit(self, seconds: float, batches: int) -> None:
         self.commit_duration.observe(seconds)

@@ -46,7 +46,15 @@ class ServiceProcess:
     def terminate(self, timeout: float = 60) -> int:
         """SIGTERM, then the exit status (bounded wait)."""
         self.proc.send_signal(signal.SIGTERM)
-        status = self.proc.wait(timeout=timeout)
+        try:
+            status = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:  # say where it hung, then do not leave it running
+            self.kill9()
+            last = [line.get("event") for line in list(self.lines)[-15:]]
+            raise AssertionError(
+                f"no exit {timeout:.0f} s after SIGTERM; last events {last}; "
+                f"stderr: {self.stderr()[-2000:]}"
+            ) from None
         self._join()
         return status
 

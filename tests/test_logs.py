@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from structlog.testing import capture_logs
 
+from output_service.logs import render_json
 from tests.conftest import Running, make_result
 
 
@@ -66,3 +70,16 @@ async def test_a_refusal_logs_its_reason_and_the_query_string(service: Running) 
         "limit=0",
         "limit must be an integer from 1 to 1000",
     )
+
+
+def test_json_lines_keep_keys_and_values_and_survive_bad_text() -> None:
+    """The msgspec renderer writes what json.dumps wrote, key for key; text that
+    is not valid Unicode (undecodable header bytes arrive as lone surrogates) and
+    values JSON has no form for still make one parseable line."""
+    event = {"event": "request", "status": 200, "query": None, "duration_ms": 1.5, "n": "é"}
+    line = render_json(None, "info", dict(event))
+    assert json.loads(line) == event
+    assert list(json.loads(line)) == list(event)  # same order
+    assert json.loads(render_json(None, "info", {"node": "a\udcff"})) == {"node": "a\udcff"}
+    odd = json.loads(render_json(None, "info", {"path": Path("/x")}))
+    assert odd == {"path": repr(Path("/x"))}

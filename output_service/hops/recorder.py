@@ -1,6 +1,7 @@
 """The writer-side half of the hop loop: extract, deduplicate, queue.
 
-`HopRecorder` is the storage writer's `before_commit` hook. For each group it
+`HopRecorder` is the storage writer's `before_commit` hook (run on a thread of
+its own while the writer inserts the group's rows). For each group it
 extracts the sendable hops, drops those queued within the resend window (first
 in a bounded in-memory LRU, then in state.db's seen table), and writes the rest
 to the outbox, committing state.db *before* the results transaction commits. A
@@ -18,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from output_service.hops.extract import batch_hops
+from output_service.hops.extract import sendable_hops
 from output_service.hops.state import StateDB
 from output_service.hops.throttle import Throttle
 from output_service.metrics import Metrics
@@ -58,7 +59,7 @@ class SeenCache:
 
 @dataclass
 class HopCounts:
-    """Totals shared by the writer thread and the sender (guarded by `lock`).
+    """Totals shared by the recorder thread and the sender (guarded by `lock`).
 
     `discovered`, `sent`, `dropped` and `dead_lettered` mirror the counters
     kept in state.db, so /health reports totals across restarts without
@@ -77,7 +78,8 @@ class HopCounts:
 
 
 class HopRecorder:
-    """The before_commit hook; every method but `open` runs on the writer thread."""
+    """The before_commit hook; every method but `open` runs on the hop thread, one
+    group at a time (the writer waits for each before its next group)."""
 
     def __init__(
         self,
@@ -108,12 +110,19 @@ class HopRecorder:
 
     def record(self, batches: Sequence[Batch]) -> None:
         """Queue the new hops of `batches`; durable when this returns."""
-        hops = batch_hops(batches, self._exclude_private)
-        if not hops:
-            return
         now = self._clock()
         since = now - self._resend_after  # queued after this: still within the window
         cached = self.cache.get
+
+        def fresh(ip: str) -> bool:
+            queued_at = cached(ip)
+            return queued_at is not None and queued_at > since
+
+        hops, already = sendable_hops(batches, self._exclude_private, fresh)
+        if not hops:
+            if already:
+                self._metrics.hops_deduplicated.inc(already)
+            return
         unknown: list[str] = []  # not in the cache, or in it but due again
         for ip in hops:
             queued_at = cached(ip)
@@ -121,7 +130,7 @@ class HopRecorder:
                 unknown.append(ip)
         known = 0
         if unknown:
-            recent = {ip: at for ip, at in self._state.seen_at(unknown).items() if at > since}
+            recent = self._state.seen_at(unknown, after=since)
             for ip, queued_at in recent.items():
                 self.cache.put(ip, queued_at)
             known = len(recent)
@@ -131,7 +140,7 @@ class HopRecorder:
                     depth = self._counts.depth
                 added, dropped = self._state.queue(new, now, self._outbox_max, depth)
                 self._queued(new, added, dropped, now)
-        self._metrics.hops_deduplicated.inc(len(hops) - len(unknown) + known)
+        self._metrics.hops_deduplicated.inc(already + len(hops) - len(unknown) + known)
 
     def _queued(self, new: list[str], added: int, dropped: list[str], now: float) -> None:
         """Bring memory in line with what state.db has just committed."""

@@ -1,9 +1,9 @@
 """The hop state database (`state.db` in db_dir): seen-set, outbox, dead letters.
 
 Never rotated, so what was queued or sent survives rotation and restarts.
-Synchronous on purpose: the writer thread uses one connection (inside the
-results group, before the results commit) and the sender another, from a worker
-thread; WAL lets the sender read and delete while the writer inserts, and every
+Synchronous on purpose: the hop recorder's thread uses one connection (while
+the writer inserts a group, before the results commit) and the sender another,
+from a worker thread; WAL lets the sender read and delete while the writer inserts, and every
 transaction here is short so neither waits long on the other.
 
 Times are RFC 3339 UTC text with microseconds (`2026-11-23T08:00:00.123456Z`),
@@ -16,11 +16,14 @@ start migrates again).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from output_service.storage.seam import utc_text
 from output_service.storage.sqlite import connect
@@ -80,11 +83,19 @@ ALTER TABLE dead_letters_v2 RENAME TO dead_letters
 """
 )
 
+# Addresses go in as one JSON array of strings (`json_each`): one statement per
+# group whatever its size, where executemany stepped (and handed the GIL to the
+# event loop and back) once per address. `WHERE true` is SQLite's way to tell an
+# upsert's ON CONFLICT from a join's ON after a SELECT.
 _UPSERT_SEEN = (
-    "INSERT INTO seen (ip, queued_at) VALUES (?, ?)"
+    "INSERT INTO seen (ip, queued_at) SELECT value, ?2 FROM json_each(?1) WHERE true"
     " ON CONFLICT (ip) DO UPDATE SET queued_at = excluded.queued_at"
 )
-_LOOKUP_CHUNK = 500  # addresses per lookup query (SQLite allows 32766 parameters)
+_ADD_OUTBOX = "INSERT OR IGNORE INTO outbox (ip, queued_at) SELECT value, ?2 FROM json_each(?1)"
+_SEEN_AT = "SELECT s.ip, s.queued_at FROM seen s WHERE s.ip IN (SELECT value FROM json_each(?1))"
+# the sender's delete of what it delivered: one statement, as the writer's inserts
+_REMOVE = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
+_encoder = msgspec.json.Encoder()
 _ADD = "UPDATE counters SET value = value + ? WHERE name = ?"
 
 
@@ -107,14 +118,26 @@ class StateDB:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        self._write_lock = _write_lock(path)
 
     @classmethod
-    def open(cls, path: Path, *, synchronous: str) -> StateDB:
-        """Open (creating or migrating) state.db."""
+    def open(
+        cls, path: Path, *, synchronous: str, wal_autocheckpoint: int | None = None
+    ) -> StateDB:
+        """Open (creating or migrating) state.db.
+
+        `wal_autocheckpoint` (the service passes its setting, as for the results
+        files): each group's new hops dirty pages all over the seen-set and the
+        outbox's address index, ~2,400 for 1,200 new hops, so SQLite's default
+        of 1,000 pages checkpointed after nearly every commit; at 10,000 the
+        recorder's COMMIT took 11.0 instead of 17.7 us of CPU per result
+        (BENCHMARKS.md)."""
         conn = connect.read_write(path)  # autocommit, the shared busy timeout
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
+            if wal_autocheckpoint is not None:
+                conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
             conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the seen-set's hot pages
             _migrate(conn)
         except BaseException:
@@ -127,16 +150,21 @@ class StateDB:
 
     # -- the writer's side ------------------------------------------------
 
-    def seen_at(self, ips: Iterable[str]) -> dict[str, float]:
-        """When each of `ips` that is in the seen-set was last queued."""
-        found: dict[str, float] = {}
+    def seen_at(self, ips: Iterable[str], after: float | None = None) -> dict[str, float]:
+        """When each of `ips` that is in the seen-set was last queued; with `after`,
+        only those queued after it (compared in SQL, as text: fixed-width UTC sorts
+        by time), so the common answer for new hops is no rows at all.
+
+        The addresses travel as one JSON array (`json_each`): one statement and one
+        GIL hand-off for the whole group, instead of an IN list per 500."""
         wanted = list(ips)
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT ip, queued_at FROM seen WHERE ip IN ({marks})"
-            found.update((str(ip), moment(at)) for ip, at in self._conn.execute(sql, chunk))
-        return found
+        if not wanted:
+            return {}
+        sql = _SEEN_AT if after is None else _SEEN_AT + " AND s.queued_at > ?2"
+        params: tuple[str, ...] = (_json_list(wanted),)
+        if after is not None:
+            params += (utc_text(after),)
+        return {str(ip): moment(at) for ip, at in self._conn.execute(sql, params)}
 
     def queue(self, ips: Sequence[str], now: float, cap: int, depth: int) -> tuple[int, list[str]]:
         """Mark `ips` seen and add them to the outbox in one transaction; then, if the
@@ -145,14 +173,10 @@ class StateDB:
         Returns (rows added, addresses dropped)."""
         conn = self._conn
         at = utc_text(now)
-        with immediate_transaction(conn):
-            conn.executemany(_UPSERT_SEEN, [(ip, at) for ip in ips])
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO outbox (ip, queued_at) VALUES (?, ?)",
-                [(ip, at) for ip in ips],
-            )
-            added = conn.total_changes - before
+        listed = _json_list(ips)
+        with self._write_lock, immediate_transaction(conn):
+            conn.execute(_UPSERT_SEEN, (listed, at))
+            added = conn.execute(_ADD_OUTBOX, (listed, at)).rowcount
             dropped: list[str] = []
             excess = depth + added - cap
             if excess > 0:
@@ -202,12 +226,10 @@ class StateDB:
         copy: tuple[str, list[tuple[object, ...]]] | None,
     ) -> int:
         conn = self._conn
-        with immediate_transaction(conn):
+        with self._write_lock, immediate_transaction(conn):
             if copy is not None:
                 conn.executemany(*copy)
-            before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE id = ?", [(h.id,) for h in hops])
-            removed = conn.total_changes - before
+            removed = conn.execute(_REMOVE, (_json_list(h.id for h in hops),)).rowcount
             conn.execute(_ADD, (removed, counter))
         return removed
 
@@ -218,6 +240,27 @@ class StateDB:
 
     def counters(self) -> dict[str, int]:
         return {str(n): int(v) for n, v in self._conn.execute("SELECT name, value FROM counters")}
+
+
+# One lock per state.db for this process's write transactions (the recorder's
+# and the sender's). Without it a writer that finds the file locked by the other
+# is left to SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25 ... ms
+# between tries: under the hop loop a third of the transactions waited, p90 32 ms
+# and up to 103 ms, while the results commit waited on them (BENCHMARKS.md). A
+# thread waiting here wakes when the other commits. Other processes (the file
+# tools) still meet the busy timeout.
+_write_locks: dict[Path, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(path.resolve(), threading.Lock())
+
+
+def _json_list(values: Iterable[str | int]) -> str:
+    """Addresses or ids as a JSON array (text: newer SQLite reads a BLOB as JSONB)."""
+    return _encoder.encode(list(values)).decode()
 
 
 def moment(text: str) -> float:

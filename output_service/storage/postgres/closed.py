@@ -112,3 +112,29 @@ async def finish_build(conn: Conn, kind: str, closed: Closed) -> None:
         kind,
         closed.top,
     )
+
+
+async def holding(conn: Conn, since: str | None, until: str | None) -> list[Received]:
+    """The partitions holding a measurement `timestamp` in [since, until), by each
+    partition's first and last timestamp (two probes of its timestamp index). Read
+    in the same snapshot as the statement that uses it, this is exact: a page over
+    an old hour then reads the partitions of that hour, not every partition from
+    the newest down (which is what `ORDER BY id DESC LIMIT` makes the planner do)."""
+    parts = await schema.partitions(conn)
+    if not parts:
+        return []
+    rows = await conn.fetch(
+        " UNION ALL ".join(
+            f'SELECT {i} AS i, (SELECT min(timestamp) FROM "{p.name}") AS first,'
+            f' (SELECT max(timestamp) FROM "{p.name}") AS last'
+            for i, p in enumerate(parts)
+        )
+    )
+    out = []
+    for r in rows:
+        if r["first"] is None:
+            continue
+        if (since is None or r["last"] >= since) and (until is None or r["first"] < until):
+            part = parts[r["i"]]
+            out.append(Received(part.start, part.end))
+    return out

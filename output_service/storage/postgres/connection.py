@@ -76,7 +76,13 @@ async def create_pool(url: str, size: int, command_timeout_s: float) -> asyncpg.
         timeout=CONNECT_TIMEOUT_S,  # a host that drops packets: 503 soon, not in a minute
         max_inactive_connection_lifetime=60,
         # JIT compiles the export's and the aggregates' expressions for seconds before
-        # running them in milliseconds (measured: BENCHMARKS.md, PostgreSQL)
-        server_settings={"application_name": "output-service", "jit": "off"},
+        # running them in milliseconds; after five runs of a prepared statement the
+        # server would switch to a generic plan that prunes no partition at plan time
+        # (a target's week: 3 ms -> 70 ms). Measured: BENCHMARKS.md, PostgreSQL.
+        server_settings={
+            "application_name": "output-service",
+            "jit": "off",
+            "plan_cache_mode": "force_custom_plan",
+        },
     )
     return pool

@@ -74,9 +74,11 @@ def where(
     before_id: int | None = None,
     upto_id: int | None = None,
     received: Received | None = None,
+    within: list[Received] | None = None,
 ) -> str:
-    """The WHERE clause of `flt`, plus `p.id < before_id`, `p.id <= upto_id` and the
-    arrival bounds when given; the one filter builder of every statement here."""
+    """The WHERE clause of `flt`, plus `p.id < before_id`, `p.id <= upto_id`, the
+    arrival bounds and the partitions to read (`within`, [start, end) each) when
+    given; the one filter builder of every statement here."""
     clauses: list[str] = []
     if flt.ip is not None:
         clauses.append(f"p.ip = {params.add(flt.ip)}")
@@ -102,6 +104,12 @@ def where(
         clauses.append(f"p.received_at >= {params.add(received.start)}")
     if received is not None and received.end is not None:
         clauses.append(f"p.received_at < {params.add(received.end)}")
+    if within is not None:
+        spans = [
+            f"(p.received_at >= {params.add(r.start)} AND p.received_at < {params.add(r.end)})"
+            for r in within
+        ]
+        clauses.append("(" + " OR ".join(spans) + ")" if spans else "false")
     return (" WHERE " + " AND ".join(clauses)) if clauses else ""
 
 
@@ -121,10 +129,16 @@ def items(
     *,
     received: Received | None = None,
     upto_id: int | None = None,
+    within: list[Received] | None = None,
 ) -> tuple[str, list[Any]]:
     """(id, item JSON text), newest arrival first."""
     sql, values = _select(
-        f"p.id, {ITEM_JSON} AS item", flt, before_id=before_id, upto_id=upto_id, received=received
+        f"p.id, {ITEM_JSON} AS item",
+        flt,
+        before_id=before_id,
+        upto_id=upto_id,
+        received=received,
+        within=within,
     )
     sql += " ORDER BY p.id DESC"
     if limit is not None:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -35,8 +35,19 @@ from output_service.storage.postgres import queries
 from output_service.storage.postgres.connection import Conn
 from output_service.storage.seam import ResultFilter
 
+T = TypeVar("T")
 MAX_MERGED = 16  # merged accumulators kept per instance (one per filter)
-LIVE_LAG = dt.timedelta(seconds=5)  # live rows before now - LIVE_LAG are merged and kept
+LIVE_LAG = dt.timedelta(seconds=0.5)  # the cut is at least this far behind the clock
+# The live rows kept merged are those that arrived before the oldest transaction still
+# open on this database began (a writer stamps its rows with its start: all rows before
+# it are committed), and at least LIVE_LAG ago. Where other sessions' transactions are
+# hidden (another role without pg_read_all_stats), only LIVE_LAG holds, and the count
+# check below finds a row that committed behind the cut.
+_CUT = (
+    "SELECT least(now() - $1::interval, min(xact_start)) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND backend_type = 'client backend'"
+    " AND pid <> pg_backend_pid()"
+)
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -89,6 +100,14 @@ class _Stable:
     counted: int  # live rows (any filter) that arrived before `cut`
     acc: TargetAccumulator
     rows: dict[str, dict[str, Any]]
+    base: TargetAccumulator  # the closed partials alone (never changed)
+    base_rows: dict[str, dict[str, Any]]
+
+
+class Cpu(Protocol):
+    """Runs a pure-Python step off the event loop (a read thread at lower priority)."""
+
+    def __call__(self, step: Callable[[], T]) -> Awaitable[T]: ...
 
 
 class TargetPartials:
@@ -96,17 +115,20 @@ class TargetPartials:
     few seconds ago, merged and turned into rows once; a query adds only the rows
     that arrived since (as the SQLite backend's cache extends a live file by id).
 
-    The live part is cut by arrival time, LIVE_LAG behind the database's clock, so
-    that every row before the cut is committed. Each extension first counts the
-    live rows before the previous cut: a row committed late (a transaction longer
-    than the lag) changes that count, and the live part is then read again.
+    The live part is cut by arrival time where every row before the cut is
+    committed (`_CUT`). Each extension first counts the live rows before the
+    previous cut: a row committed behind it changes that count, and the live part
+    is then read again (the closed partials' merge is kept apart for that).
+    The merging runs through `cpu` (off the event loop, which serves ingest).
     """
 
     def __init__(self) -> None:
         self._stable: dict[str, _Stable] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
-    async def rows(self, conn: Conn, flt: ResultFilter, limit_s: float) -> list[dict[str, Any]]:
+    async def rows(
+        self, conn: Conn, flt: ResultFilter, limit_s: float, cpu: Cpu
+    ) -> list[dict[str, Any]]:
         """Every target's /api/targets row (unsorted) for a cacheable filter."""
         key = filter_key(flt)
         span = await closed_parts.span(conn)
@@ -114,32 +136,33 @@ class TargetPartials:
         for part in span.closed:
             if part.name not in done:
                 await build(conn, flt, part, limit_s)
-        async with (
-            self._locks.setdefault(key, asyncio.Lock()),
-            conn.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            stable = await self._advance(conn, key, flt, span, limit_s)
-            sql, args = queries.target_partials(
-                flt, queries.Received(stable.cut or stable.live_from, None)
-            )
-            fresh_rows = await conn.fetch(sql, *args, timeout=limit_s)
-        out = dict(stable.rows)
-        if fresh_rows:
-            now = TargetAccumulator()
-            now.merge(stable.acc.only(r["ip"] for r in fresh_rows))
-            _add(now, fresh_rows)
-            out.update((r["ip"], r) for r in now.rows())
-        return list(out.values())
+        # before the snapshot below: every row that arrived before `cut` is in it
+        cut: dt.datetime = await conn.fetchval(_CUT, LIVE_LAG, timeout=limit_s)
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            async with conn.transaction(isolation="repeatable_read", readonly=True):
+                stable = await self._advance(conn, key, flt, span, cut, limit_s, cpu)
+                sql, args = queries.target_partials(
+                    flt, queries.Received(stable.cut or stable.live_from, None)
+                )
+                fresh = await conn.fetch(sql, *args, timeout=limit_s)
+            # under the lock: the next query's extension changes `stable`
+            return await cpu(lambda: _with_fresh(stable, fresh))
 
     async def _advance(
-        self, conn: Conn, key: str, flt: ResultFilter, span: closed_parts.Span, limit_s: float
+        self,
+        conn: Conn,
+        key: str,
+        flt: ResultFilter,
+        span: closed_parts.Span,
+        cut: dt.datetime,
+        limit_s: float,
+        cpu: Cpu,
     ) -> _Stable:
-        """The stable part for this filter, extended to now - LIVE_LAG."""
+        """The stable part for this filter, extended to `cut`."""
         ident = tuple((c.name, c.top) for c in span.closed)
         stable = self._stable.get(key)
         if stable is None or stable.ident != ident or stable.live_from != span.live.start:
-            stable = await self._closed(conn, key, ident, span, limit_s)
-        cut = span.now - LIVE_LAG
+            stable = await self._closed(conn, key, ident, span, limit_s, cpu)
         if stable.cut is not None and cut <= stable.cut:
             return stable
         counts = await conn.fetchrow(
@@ -153,14 +176,12 @@ class TargetPartials:
         assert counts is not None  # an aggregate without GROUP BY returns one row
         before, upto = counts
         if before != stable.counted:  # a row arrived late, behind the cut: read the live rows again
-            stable = await self._closed(conn, key, ident, span, limit_s)
-        sql, args = queries.target_partials(
-            flt, queries.Received(stable.cut or stable.live_from, cut)
-        )
+            stale = stable
+            stable = self._stable[key] = await cpu(lambda: _live_again(stale))
+        since = stable.cut or stable.live_from
+        sql, args = queries.target_partials(flt, queries.Received(since, cut))
         extension = await conn.fetch(sql, *args, timeout=limit_s)
-        _add(stable.acc, extension)
-        stable.acc.compact()
-        stable.rows.update((r["ip"], r) for r in stable.acc.only(r["ip"] for r in extension).rows())
+        await cpu(lambda: _extend(stable, extension))
         stable.cut, stable.counted = cut, upto
         return stable
 
@@ -171,9 +192,9 @@ class TargetPartials:
         ident: tuple[tuple[str, int], ...],
         span: closed_parts.Span,
         limit_s: float,
+        cpu: Cpu,
     ) -> _Stable:
         """The closed partitions' partials merged (no live rows yet)."""
-        acc = TargetAccumulator()
         rows = await conn.fetch(
             "SELECT ip, results, failed, loss_sum, first_seen, last_seen, rtts, nodes"
             " FROM target_partials WHERE filter_key = $1 AND part = ANY($2::text[])",
@@ -181,10 +202,45 @@ class TargetPartials:
             [name for name, _ in ident],
             timeout=limit_s,
         )
-        _add(acc, rows)
-        acc.compact(max_runs=1)
-        stable = _Stable(ident, span.live.start, None, 0, acc, {r["ip"]: r for r in acc.rows()})
+        stable = await cpu(lambda: _merged(ident, span.live.start, rows))
         if len(self._stable) >= MAX_MERGED and key not in self._stable:
             self._stable.pop(next(iter(self._stable)))
         self._stable[key] = stable
         return stable
+
+
+def _merged(
+    ident: tuple[tuple[str, int], ...], live_from: dt.datetime | None, rows: list[asyncpg.Record]
+) -> _Stable:
+    base = TargetAccumulator()
+    _add(base, rows)
+    base.compact(max_runs=1)
+    return _live_again(
+        _Stable(ident, live_from, None, 0, base, {}, base, {r["ip"]: r for r in base.rows()})
+    )
+
+
+def _live_again(old: _Stable) -> _Stable:
+    """The closed partials with no live rows yet (their merge is kept apart)."""
+    acc = TargetAccumulator()
+    acc.merge(old.base)
+    return _Stable(
+        old.ident, old.live_from, None, 0, acc, dict(old.base_rows), old.base, old.base_rows
+    )
+
+
+def _extend(stable: _Stable, rows: list[asyncpg.Record]) -> None:
+    _add(stable.acc, rows)
+    stable.acc.compact()
+    stable.rows.update((r["ip"], r) for r in stable.acc.only(r["ip"] for r in rows).rows())
+
+
+def _with_fresh(stable: _Stable, fresh: list[asyncpg.Record]) -> list[dict[str, Any]]:
+    """The stable rows with those of the targets that have fresh rows recomputed."""
+    out = dict(stable.rows)
+    if fresh:
+        now = TargetAccumulator()
+        now.merge(stable.acc.only(r["ip"] for r in fresh))
+        _add(now, fresh)
+        out.update((r["ip"], r) for r in now.rows())
+    return list(out.values())

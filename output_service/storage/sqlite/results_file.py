@@ -3,8 +3,8 @@
 Synchronous on purpose: every method runs on the writer's own thread with a
 plain sqlite3 connection, so one transaction costs the event loop one await and
 SQLite never runs on the loop thread. Ids are assigned here, from counters, so
-inserts go in with one statement per table instead of a `lastrowid` read per
-row.
+inserts go in with a few multi-row statements per table instead of a
+`lastrowid` read per row.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import contextlib
 import os
 import sqlite3
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import msgspec
 
 from output_service.models import Batch
 from output_service.storage.sqlite import connect, file_info
@@ -32,48 +31,59 @@ _INSERT_BATCH = (
     "INSERT OR IGNORE INTO batches (id, received_at, remote, node_id, idempotency_key,"
     " body_hash, result_count) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_encoder = msgspec.json.Encoder()
 
 
-def _json_each_works() -> bool:
-    """JSON1 with `->>` (SQLite 3.38+); without it, plain executemany is used."""
-    try:
-        with contextlib.closing(sqlite3.connect(":memory:")) as probe:
-            row = probe.execute("SELECT value->>1 FROM json_each('[[1, 2.5]]')").fetchone()
-    except sqlite3.Error:
-        return False
-    return bool(row == (2.5,))
+def _variable_limit() -> int:
+    """How many `?` one statement may have in this SQLite build (32766 since 3.32,
+    999 before)."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as probe:
+        return probe.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
 
 
-JSON_INSERT = _json_each_works()
+_MAX_ROWS_PER_STATEMENT = 256  # a power of two: see _Insert.run
 
 
 class _Insert:
-    """One INSERT for many rows. With JSON1 the rows travel as one JSON array that
-    SQLite unpacks itself (`json_each`), so the whole insert is a single
-    `sqlite3_step`. `executemany` steps once per row and releases and retakes
-    the GIL every time: each retake waits while the event loop thread runs
-    Python (decoding the next batches), which cost the writer half its speed
-    under load (BENCHMARKS.md). Values come back exactly: integers as integers,
-    floats bit for bit, null as NULL, booleans as 1/0 as sqlite3 binds them."""
+    """Many rows in few statements: `INSERT ... VALUES (?, ...), (?, ...), ...`.
+
+    `executemany` steps once per row and releases and retakes the GIL every
+    time; each retake waits while the event loop thread runs Python (decoding
+    the next batches), which cost the writer half its speed under load. One
+    statement carries up to 256 rows, so a group of 800 results with 10 hops
+    each is 3 + 4 + 32 steps instead of 9,600. Values are bound as they are
+    (integers, floats bit for bit, text with any character, NULL, booleans as
+    1/0), so nothing is encoded or parsed on the way. This replaced one
+    `json_each` statement per table, which made SQLite parse every row's JSON
+    again: 1.3-1.5x the cost for the same rows (BENCHMARKS.md).
+
+    Row counts are cut into full statements and then halves (300 rows: 256 +
+    32 + 8 + 4), so a table needs at most nine statement texts, each prepared
+    once and then taken from the connection's statement cache."""
 
     def __init__(self, table: str, columns: str) -> None:
-        n = len(columns.split(","))
-        self.many = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * n)})"
-        picks = ", ".join(f"value->>{i}" for i in range(n))
-        self.json = f"INSERT INTO {table} ({columns}) SELECT {picks} FROM json_each(?)"
+        self._head = f"INSERT INTO {table} ({columns}) VALUES "
+        self._width = len(columns.split(","))
+        self._one = "(" + ", ".join("?" * self._width) + ")"
+        self._per_statement = min(_MAX_ROWS_PER_STATEMENT, _variable_limit() // self._width)
+        self._texts: dict[int, str] = {}
 
-    def run(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
-        payload = _encoder.encode(rows) if JSON_INSERT else b""
-        # SQLite's JSON functions end a text value at an escaped NUL; such rows (rare)
-        # are bound directly so a string is stored whole.
-        if JSON_INSERT and b"\\u0000" not in payload:
-            # text, not bytes: newer SQLite reads a BLOB argument as binary JSONB
-            conn.execute(self.json, (payload.decode(),))
-        else:
-            conn.executemany(self.many, rows)
+    def _text(self, rows: int) -> str:
+        text = self._texts.get(rows)
+        if text is None:
+            text = self._texts[rows] = self._head + ", ".join([self._one] * rows)
+        return text
+
+    def run(self, conn: sqlite3.Connection, values: list[Any]) -> None:
+        """Insert `values`: the rows' values one after the other, row after row
+        (built flat, so no tuple per row is made only to be taken apart here)."""
+        width = self._width
+        start, total, size = 0, len(values) // width, self._per_statement
+        while start < total:
+            left = total - start
+            while size > left:
+                size >>= 1
+            conn.execute(self._text(size), values[start * width : (start + size) * width])
+            start += size
 
 
 _PINGS = _Insert("ping_results", _PING_COLUMNS)
@@ -181,6 +191,7 @@ class ResultsFile:
         items: Sequence[tuple[Batch, BatchMeta]],
         known: dict[str, tuple[int, str | None]] | None = None,
         keys_since: str = "",
+        commit_after: Future[None] | None = None,
     ) -> list[BatchOutcome]:
         """Store several batches in one transaction (group commit).
 
@@ -189,12 +200,15 @@ class ResultsFile:
         is acknowledged. A batch whose key is in `known` (the durable key index
         has it from an earlier batch) is not stored; nor is one whose key this
         file already holds, unless that use was received before `keys_since`
-        (outside the window, the key is free again).
+        (outside the window, the key is free again). With `commit_after` (the hop
+        outbox's work, on a thread of its own), the rows are inserted while it runs
+        and COMMIT waits for it: its error rolls the group back.
         """
         saved = (self._next_ping, self._next_trace, self._next_batch)
-        pings: list[tuple[Any, ...]] = []
-        traces: list[tuple[Any, ...]] = []
-        hops: list[tuple[Any, ...]] = []
+        # each table's values, flat, in column order (see _Insert.run)
+        pings: list[Any] = []
+        traces: list[Any] = []
+        hops: list[Any] = []
         outcomes: list[BatchOutcome] = []
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
@@ -209,6 +223,8 @@ class ResultsFile:
             _PINGS.run(conn, pings)
             _TRACES.run(conn, traces)
             _HOPS.run(conn, hops)
+            if commit_after is not None:
+                commit_after.result()
             conn.execute("COMMIT")
         except BaseException:
             self._next_ping, self._next_trace, self._next_batch = saved
@@ -221,9 +237,9 @@ class ResultsFile:
         self,
         batch: Batch,
         meta: BatchMeta,
-        pings: list[tuple[Any, ...]],
-        traces: list[tuple[Any, ...]],
-        hops: list[tuple[Any, ...]],
+        pings: list[Any],
+        traces: list[Any],
+        hops: list[Any],
         keys_since: str,
     ) -> BatchOutcome:
         batch_id = self._next_batch
@@ -260,26 +276,24 @@ class ResultsFile:
             if error is not None or r.received == 0:
                 failed += 1
             extra = raw.get(index) if raw else None
-            pings.append(
-                (
-                    ping_id,
-                    r.ip,
-                    r.sent,
-                    r.received,
-                    r.packet_loss,
-                    r.avg_rtt,
-                    r.timestamp,
-                    error,
-                    batch_id,
-                    extra.decode() if extra else None,
-                    meta.received_at,
-                )
+            pings += (
+                ping_id,
+                r.ip,
+                r.sent,
+                r.received,
+                r.packet_loss,
+                r.avg_rtt,
+                r.timestamp,
+                error,
+                batch_id,
+                extra.decode() if extra else None,
+                meta.received_at,
             )
             t = r.traceroute
             if t is not None:
-                traces.append((trace_id, ping_id, t.method, t.completed, t.error or None))
+                traces += (trace_id, ping_id, t.method, t.completed, t.error or None)
                 for h in t.hops or ():
-                    hops.append((trace_id, h.ttl, h.ip or None, h.rtt, h.timeout))
+                    hops += (trace_id, h.ttl, h.ip or None, h.rtt, h.timeout)
                 trace_id += 1
             ping_id += 1
         self._next_ping = ping_id

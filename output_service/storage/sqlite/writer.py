@@ -21,7 +21,8 @@ import errno
 import sqlite3
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -71,7 +72,10 @@ GroupHook = Callable[[float, int], None]
 ErrorHook = Callable[[StoreError], None]
 # Runs on the writer thread before the results transaction of a group (the hop
 # outbox uses it: its rows must be durable before the batch can be acknowledged).
-BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], None]
+# It may hand its work to a thread of its own and return that work's future: the
+# group's rows are inserted meanwhile, and the results transaction commits only
+# once the future is done; its error rolls the group back.
+BeforeCommit = Callable[[Sequence[tuple[Batch, BatchMeta]]], "Future[None] | None"]
 # On the writer thread, around the results transaction of a group: which keys
 # the durable key index already has (before), and record the new ones (after
 # the commit, so a key never claims a batch that was not stored).
@@ -300,10 +304,13 @@ class Writer:
         file = self._live()
         if file.restore_if_removed():
             self._restored = True
-        if self._before_commit is not None:
-            self._before_commit(items)
-        known, since = self._keys_before(items) if self._keys_before else ({}, "")
-        outcomes = file.write_group(items, known, since)
+        hook = self._before_commit(items) if self._before_commit is not None else None
+        try:
+            known, since = self._keys_before(items) if self._keys_before else ({}, "")
+            outcomes = file.write_group(items, known, since, hook)
+        finally:
+            if hook is not None:  # one group's hook at a time, even when the group failed
+                futures.wait([hook])
         if self._keys_after is not None:
             self._keys_after(items, outcomes)
         return outcomes
