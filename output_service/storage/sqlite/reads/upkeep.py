@@ -89,7 +89,8 @@ class ReadUpkeep:
                 log.exception("read upkeep failed; retrying at the next round")
             self.first_round.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -101,9 +102,9 @@ class ReadUpkeep:
         self._stop.set()
         self._wake.set()
         if self._task is not None:
-            # the flag, not only the cancel: asyncio.wait_for (the read bound's
-            # wait for a slot) can swallow a cancel that lands as it completes,
-            # which left shutdown waiting on a task that slept on
+            # the flag, not only the cancel: on 3.11 asyncio.wait_for (which the
+            # read bound's wait for a slot used) swallows a cancel that lands as
+            # it completes, which left shutdown waiting on a task that slept on
             self._task.cancel()
             await asyncio.wait([self._task], timeout=STOP_WAIT_S)
         if self._job is not None and not self._job.done():
