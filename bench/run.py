@@ -66,12 +66,22 @@ def matrix() -> list[Cell]:
 def variant_matrix(variants: list[str]) -> list[Cell]:
     """`--variants a,b`: the service and each variant, interleaved, on the cells
     where the hot path matters."""
-    cells = ((HOPS, 100, 8), (HOPS, 100, 64), (HOPS, 1000, 8), (HOPS, 1, 64), (0, 100, 8))
-    return [
+    cells = (
+        (HOPS, 100, 8),
+        (HOPS, 100, 64),
+        (HOPS, 1000, 8),
+        (HOPS, 1000, 64),
+        (HOPS, 1, 64),
+        (0, 1, 64),
+        (0, 100, 8),
+    )
+    compared = [
         Cell(server, hops, batch, conc)
         for hops, batch, conc in cells
         for server in ("service", *variants)
     ]
+    # the one-result cells' reference, so `x trivial` has a value for every variant
+    return [*compared, Cell("trivial", HOPS, 1, 64), Cell("trivial", 0, 1, 64)]
 
 
 POOL = {HOPS: 160_000, 0: 400_000}  # distinct results per shape: more than a cell sends

@@ -21,19 +21,36 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 class Server:
     """One server process on 127.0.0.1 with its own db_dir."""
 
-    def __init__(self, argv: list[str], workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "server.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            argv, stdout=self._log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
         self.port = self._wait_listening(deadline=time.monotonic() + 30)
 
     @classmethod
     def service(cls, workdir: Path, *extra: str, variant: str = "") -> Server:
-        """The service; `variant` names a bench.variant_service change to measure."""
+        """The service; `variant` names a bench.variant_service change to measure,
+        or is `baseline`: the service from the source tree in $BENCH_BASELINE_TREE
+        (an export of an earlier commit), so before and after share one run."""
+        env, cwd = None, None
+        if variant == "baseline":  # `-m` puts the working directory first on sys.path
+            cwd = os.environ["BENCH_BASELINE_TREE"]
+            env = {"PYTHONPATH": cwd}
+            variant = ""
         argv = (
             [sys.executable, "-m", "bench.variant_service", variant]
             if variant
@@ -42,7 +59,7 @@ class Server:
         argv += ["--host", "127.0.0.1", "--port", "0"]
         argv += ["--health-port", "0", "--db-dir", str(workdir / "data"), "--input-url", ""]
         argv += ["--max-size-mb", "100000", *extra]
-        return cls(argv, workdir)
+        return cls(argv, workdir, env, cwd)
 
     @classmethod
     def naive(cls, workdir: Path) -> Server:

@@ -8,15 +8,19 @@ statement per table, the inserts before issue 15's second round), `switch1ms`
 (`sys.setswitchinterval(0.001)`: the GIL changes hands more often),
 `per-request-ids` (the middleware as before issue 15: a uuid4 per request id and
 `labels()` looked up per request), `sequential-hops` (the hop hook on the writer
-thread ahead of the group's inserts, as before it overlapped them).
+thread ahead of the group's inserts, as before it overlapped them), and pieces
+of the one-result path taken away to see what each costs: `no-store`,
+`no-request-log`, `trivial-handler`, `no-middleware` (combined with `+`).
 """
 
 import asyncio
 import sqlite3
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+from aiohttp import web
 
 from output_service.cli import main
 from output_service.storage.sqlite import results_file
@@ -42,6 +46,9 @@ def apply(variant: str) -> None:
 
         middleware._new_request_id = lambda: uuid.uuid4().hex[:16]
         Metrics.count_request = count_request  # type: ignore[method-assign]
+    elif variant in SPLIT:
+        for part in variant.split("+"):
+            SPLIT[part]()
     elif variant == "sequential-hops":
         _sequential_hop_hook()
     elif variant == "switch1ms":
@@ -95,6 +102,63 @@ def _sequential_hop_hook() -> None:
         self.recorder(items)
 
     HopFeedback.before_commit = before_commit  # type: ignore[assignment,method-assign]
+
+
+def _no_store() -> None:
+    """POST /results answers once the batch is decoded: nothing is queued or written."""
+    from output_service.storage.seam import Submission, SubmitResult
+    from output_service.storage.sqlite.store import SqliteStore
+
+    async def submit(self: SqliteStore, submission: Submission) -> SubmitResult:
+        return SubmitResult(len(submission.batch.results))
+
+    SqliteStore.submit = submit  # type: ignore[method-assign]
+
+
+def _no_request_log() -> None:
+    """No `request` line (other log lines stay)."""
+    from output_service.handlers import middleware
+
+    class Quiet:
+        def info(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        debug = exception = info
+
+    middleware.log = Quiet()
+
+
+def _trivial_handler() -> None:
+    """bench.trivial's handler in the service's app (its middlewares, site, runner)."""
+    from output_service.handlers import ingest
+
+    async def post_results(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b'{"status":"ok","received":1}', content_type="application/json")
+
+    ingest.post_results = post_results
+
+
+def _no_middleware() -> None:
+    """The app without request_summary and the auth middleware."""
+    import output_service.app as app
+
+    @web.middleware
+    async def passthrough(request: web.Request, handler: Any) -> web.StreamResponse:
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app.request_summary = passthrough  # type: ignore[attr-defined]
+    app.auth_middleware = lambda config, metrics: passthrough  # type: ignore[attr-defined]
+
+
+# One-result requests taken apart (combine with +: `no-store+no-request-log`):
+# measured with `python -m bench.wrk_cell` style load, CPU per request.
+SPLIT: dict[str, Callable[[], None]] = {
+    "no-store": _no_store,
+    "no-request-log": _no_request_log,
+    "trivial-handler": _trivial_handler,
+    "no-middleware": _no_middleware,
+}
 
 
 if __name__ == "__main__":

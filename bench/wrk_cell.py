@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -94,10 +95,18 @@ def main() -> None:
         script = write_script(Path(tmp), args.hops)
         for run in range(args.runs):
             row = {}
-            for name in ("trivial", "service"):
+            # with $BENCH_BASELINE_TREE set, an earlier commit's service too (bench.server)
+            names = ["trivial", "service"]
+            if os.environ.get("BENCH_BASELINE_TREE"):
+                names.append("baseline")
+            for name in names:
                 work = Path(tmp) / name
                 shutil.rmtree(work, ignore_errors=True)
-                server = Server.trivial(work) if name == "trivial" else Server.service(work)
+                server = (
+                    Server.trivial(work)
+                    if name == "trivial"
+                    else Server.service(work, variant="" if name == "service" else name)
+                )
                 try:
                     row[name] = measure(server, script, args.connections, args.duration)
                 finally:

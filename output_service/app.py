@@ -15,6 +15,7 @@ from output_service.config import Config
 from output_service.handlers import admin, api, health, ingest, openapi, page
 from output_service.handlers.auth import auth_middleware
 from output_service.handlers.common import SERVICES
+from output_service.handlers.inflight import IN_FLIGHT, InFlight
 from output_service.handlers.middleware import request_summary
 from output_service.services import Services
 
@@ -62,6 +63,7 @@ def create_results_app(services: Services) -> web.Application:
     app.cleanup_ctx.append(_hop_sender_lifecycle)
     app.cleanup_ctx.append(_read_upkeep_lifecycle)
     app.on_shutdown.append(_begin_hop_shutdown)
+    app[IN_FLIGHT] = InFlight(int(services.config.queue_max_mb * 1024 * 1024))
     app.router.add_post("/results", ingest.post_results)
     if services.storage.archive is None:  # no files on this backend: the routes say why
         app.router.add_post("/rotate", admin.no_archive)

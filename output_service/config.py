@@ -88,6 +88,9 @@ class Config:
         0.0, "wait this long for more batches before committing (0: take what is queued)", minimum=0
     )
     queue_max_results: int = _setting(50000, "results waiting for the writer before 503", minimum=1)
+    queue_max_mb: float = _setting(
+        8.0, "MB of request bodies decoded or waiting for the writer before 503", positive=True
+    )
     idempotency_window_hours: float = _setting(
         24.0, "how long Idempotency-Key values are kept", minimum=0
     )

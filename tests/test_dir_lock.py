@@ -23,12 +23,18 @@ DEADLINE_S = 30
 
 
 def snapshot(db_dir: Path) -> dict[str, tuple[int, str]]:
-    """Every path under db_dir with its size and content hash (directories: -1)."""
+    """Every path under db_dir with its size and content hash (directories: -1).
+
+    A `-shm` file counts by size only: it is SQLite's shared memory of the
+    instance that is running, whose own reads (the read upkeep, a gauge) rewrite
+    its read marks at any moment; it holds no data."""
     found: dict[str, tuple[int, str]] = {}
     for path in sorted(db_dir.rglob("*")):
         rel = str(path.relative_to(db_dir))
         if path.is_dir():
             found[rel] = (-1, "")
+        elif path.name.endswith("-shm"):
+            found[rel] = (path.stat().st_size, "")
         else:
             data = path.read_bytes()
             found[rel] = (len(data), hashlib.sha256(data).hexdigest())

@@ -81,3 +81,16 @@ async def test_a_state_db_that_cannot_be_written_stores_nothing(
     assert running.rows("SELECT count(*) FROM ping_results") == [(1,)]
     seen = query(state_file(running), "SELECT ip FROM seen ORDER BY ip")
     assert seen == [("198.51.100.1",), ("198.51.100.2",)]
+
+
+async def test_state_db_checkpoints_as_the_results_files_do(
+    start_service: StartService, input_service: InputService
+) -> None:
+    """wal_autocheckpoint reaches state.db too: at SQLite's default of 1,000 pages
+    a group's scattered seen-set pages checkpointed after nearly every commit."""
+    running = await start_service(input_url=input_service.url, wal_autocheckpoint=4321, **FAST)
+    hops = running.services.hops
+    assert hops is not None
+    for state in (hops._writer_state, hops._sender_state):
+        assert state is not None
+        assert state._conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (4321,)

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from output_service.hops.extract import batch_hops, hop_address
-from output_service.models import decode_batch
+from output_service.hops.extract import batch_hops, hop_address, sendable_hops
+from output_service.models import Batch, Hop, Result, Traceroute, decode_batch
 from tests.conftest import make_result
 
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
@@ -108,3 +108,20 @@ def test_batch_hops_skips_timeouts_and_keeps_first_appearance_order() -> None:
     batch = decode_batch(msgspec.json.encode([first, second, no_trace]), 100)
     assert batch_hops([batch]) == ["10.0.0.1", "10.1.0.1", "10.2.0.1", "203.0.113.1"]
     assert batch_hops([batch], exclude_private=True) == ["203.0.113.1"]
+
+
+def test_sendable_hops_skips_what_is_fresh_and_counts_each_address_once() -> None:
+    # built directly: decode_batch would already have written the mapped hop as IPv4
+    hops = ["198.51.100.1", "198.51.100.2", "::ffff:198.51.100.1", "2001:db8::7", "198.51.100.2"]
+    trace = Traceroute(hops=[Hop(ttl=i + 1, ip=ip, rtt=1) for i, ip in enumerate(hops)])
+    batch = Batch([Result("192.0.2.1", 1, 1, 0.0, 1, "2026-01-02T03:04:05Z", "", trace)])
+    asked: list[str] = []
+
+    def fresh(text: str) -> bool:
+        asked.append(text)
+        return text == "198.51.100.1"
+
+    # the mapped form names the fresh address: not sent, not counted twice
+    assert sendable_hops([batch], fresh=fresh) == (["198.51.100.2", "2001:db8::7"], 1)
+    assert asked == ["198.51.100.1", "198.51.100.2", "::ffff:198.51.100.1", "2001:db8::7"]
+    assert sendable_hops([batch]) == (batch_hops([batch]), 0)

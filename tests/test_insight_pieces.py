@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from output_service.insight import cursor, params, rows, stats
 from output_service.insight.routes import Observation, path_of, summarize
+from output_service.insight.summaries import TargetAccumulator, sort_targets, target_page
 
 
 def test_nearest_rank_percentiles() -> None:
@@ -151,3 +154,50 @@ def test_csv_rows() -> None:
     text = rows.csv_text([item], header=True)
     assert text.splitlines()[1] == "f.db,1,1.1.1.1,t,r,,4,3,25.0,9,,icmp,true,10.0.0.1|*"
     assert text.splitlines()[0].startswith("file,id,ip,")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["192.0.2.1", "192.0.2.2", "192.0.2.3", "198.51.100.1"]),
+            st.booleans(),  # which of the two partials (files) it lands in
+            st.integers(0, 4),  # received of 4 (0: failed, no RTT)
+            st.integers(1, 50),  # RTT
+            st.sampled_from(["n1", "n2", None]),
+            st.integers(0, 59),  # minute
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    st.sampled_from(["loss", "rtt", "results", "last_seen"]),
+    st.integers(0, 5),
+    st.integers(1, 5),
+)
+def test_a_target_page_is_the_page_of_every_row_sorted(
+    results: list[tuple[str, bool, int, int, str | None, int]], sort: str, offset: int, limit: int
+) -> None:
+    """Deciding the order without RTTs and computing them for the page only
+    gives the page of the full rows, sorted (two partials, as live + older)."""
+    parts = (TargetAccumulator(), TargetAccumulator())
+    for which, acc in enumerate(parts):
+        mine = [r for r in results if r[1] == bool(which)]
+        acc.add_totals(
+            (
+                ip,
+                1,
+                int(got == 0),
+                100 - 25 * got,
+                f"2026-01-01T00:{m:02d}:00Z",
+                f"2026-01-01T00:{m:02d}:00Z",
+            )
+            for ip, _, got, _, _, m in mine
+        )
+        acc.add_nodes((ip, node) for ip, _, _, _, node, _ in mine)
+        for ip in {r[0] for r in mine}:
+            rtts = sorted(rtt for i, _, got, rtt, _, _ in mine if i == ip and got)
+            acc.add_rtts([(ip, ",".join(map(str, rtts)))])
+    everything = sort_targets(parts[0].rows(parts[1]), sort)
+    assert (
+        target_page(parts[0], parts[1], sort, offset, limit) == everything[offset : offset + limit]
+    )

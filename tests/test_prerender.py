@@ -14,6 +14,7 @@ from pathlib import Path
 from output_service.storage.sqlite.file_names import results_files
 from output_service.storage.sqlite.reads.prerender import CACHE_DIR
 from tests.conftest import Running, StartService
+from tests.small_fs import mounted_tmpfs
 from tests.test_api import A, _post, seed_a_n1, seed_a_n2, seed_b
 
 EXPORTS = ["", f"&ip={A}", "&node=n1", "&failed=true", "&since=2026-01-01T00:30:00Z"]
@@ -142,3 +143,28 @@ async def _targets(service: Running) -> list[dict[str, object]]:
     assert resp.status == 200
     body = await resp.json()
     return list(body["targets"])
+
+
+async def test_no_side_file_while_disk_is_short(
+    start_service: StartService, tmp_path: Path
+) -> None:
+    """On a real 16 MB filesystem (below the 64 MB a build leaves free) nothing
+    is rendered: the writer's disk comes first, and exports take the slow path."""
+    with mounted_tmpfs(tmp_path, "16m") as small:
+        service = await _seed_two_files(start_service, db_dir=small / "data")
+        slow = await _exports(service)
+        await _round(service)
+        cache = small / "data" / CACHE_DIR
+        assert not cache.exists() or list(cache.iterdir()) == []
+        assert await _exports(service) == slow
+        await service.results.close()
+        await service.health.close()
+
+
+async def test_side_files_removed_by_hand_leave_exports_complete(
+    start_service: StartService,
+) -> None:
+    service, _, side = await _rendered(start_service)
+    slow = await _exports(service)  # from the side file by now
+    shutil.rmtree(side.parent)
+    assert await _exports(service) == slow

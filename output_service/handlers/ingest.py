@@ -9,13 +9,14 @@ from dataclasses import replace
 from aiohttp import web
 
 from output_service.handlers import refusals
-from output_service.handlers.common import SERVICES, json_reply
+from output_service.handlers.common import SERVICES
 from output_service.handlers.inflate import (
     ENCODINGS,
     BadEncodingError,
     BodyTooLargeError,
     Inflater,
 )
+from output_service.handlers.inflight import IN_FLIGHT
 from output_service.handlers.middleware import COUNT
 from output_service.handlers.refusals import Refused
 from output_service.models import (
@@ -86,9 +87,7 @@ async def post_results(request: web.Request) -> web.Response:
 
 async def _store_batch(request: web.Request, services: Services) -> web.Response:
     """Read, decode and store one batch; every way to say no raises `Refused`."""
-    metrics = services.metrics
-    loop = asyncio.get_running_loop()
-    started = loop.time()
+    started = asyncio.get_running_loop().time()
     if not _accepts_content_type(request):
         raise Refused(
             refusals.unsupported(
@@ -104,9 +103,41 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
         )
     if services.storage.queue_full:  # refuse before paying to read and decode the body
         raise Refused(refusals.QUEUE_FULL)
-    config = services.config
-    limit = int(config.max_body_mb * 1024 * 1024)
-    body = await _read_within_limits(request, limit, encoding, config.read_timeout_s)
+    # The declared length is held from before the read (bodies being read count
+    # too), and corrected to the real size once it is known (chunked, gzip).
+    in_flight = request.app[IN_FLIGHT]
+    held = request.content_length or 0
+    if not in_flight.take(held):
+        raise Refused(refusals.QUEUE_BYTES_FULL)
+    try:
+        config = services.config
+        limit = int(config.max_body_mb * 1024 * 1024)
+        body = await _read_within_limits(request, limit, encoding, config.read_timeout_s)
+        in_flight.release(held)
+        held = 0
+        if not in_flight.take(len(body)):
+            raise Refused(refusals.QUEUE_BYTES_FULL)
+        held = len(body)
+        key = _idempotency_key(request)
+        batch = _decode(body, config.max_batch_results)
+        body_hash = hashlib.sha256(body).hexdigest() if key is not None else None
+        # The decoded batch is all that is needed from here: without this, every
+        # request waiting for its commit kept its body too (64 x 630 KB at 64
+        # clients sending 1,000 results with traceroutes; BENCHMARKS.md, peak RSS).
+        del body
+        submission = Submission(
+            batch,
+            remote=request.remote,
+            node_id=request.headers.get("X-Node-ID", "")[:128] or None,
+            idempotency_key=key,
+            body_hash=body_hash,
+        )
+        return await _submit(request, services, submission, started)
+    finally:
+        in_flight.release(held)
+
+
+def _idempotency_key(request: web.Request) -> str | None:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise Refused(
@@ -114,19 +145,14 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
                 f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
             )
         )
-    batch = _decode(body, config.max_batch_results)
-    body_hash = hashlib.sha256(body).hexdigest() if key is not None else None
-    # The decoded batch is all that is needed from here: without this, every
-    # request waiting for its commit kept its body too (64 x 750 KB at 64 clients
-    # sending 1,000 results with traceroutes; BENCHMARKS.md, peak RSS).
-    del body
-    submission = Submission(
-        batch,
-        remote=request.remote,
-        node_id=request.headers.get("X-Node-ID", "")[:128] or None,
-        idempotency_key=key,
-        body_hash=body_hash,
-    )
+    return key
+
+
+async def _submit(
+    request: web.Request, services: Services, submission: Submission, started: float
+) -> web.Response:
+    """Hand a decoded batch to storage and answer once it has committed."""
+    metrics = services.metrics
     try:
         result = await services.storage.submit(submission)
     except StoreError as exc:
@@ -138,14 +164,21 @@ async def _store_batch(request: web.Request, services: Services) -> web.Response
     if result.duplicate:
         metrics.batch_replayed()
     else:
-        metrics.batch_stored(result.count, loop.time() - started)
-    return json_reply({"status": "ok", "received": result.count}, headers=headers)
+        metrics.batch_stored(result.count, asyncio.get_running_loop().time() - started)
+    # the one reply every stored batch gets, as json_reply would write it, without
+    # encoding a dict per request
+    body = b'{"status":"ok","received":%d}' % result.count
+    return web.Response(
+        body=body, headers=headers, content_type="application/json", charset="utf-8"
+    )
 
 
 async def _read_within_limits(
     request: web.Request, limit: int, encoding: str, timeout_s: float
 ) -> bytes:
     try:
+        if request.content.is_eof():  # all of it has arrived: nothing to wait for
+            return await read_body(request, limit, encoding)
         async with asyncio.timeout(timeout_s):
             return await read_body(request, limit, encoding)
     except BodyTooLargeError as exc:

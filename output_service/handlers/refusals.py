@@ -65,6 +65,15 @@ def invalid(message: str, *, limit: str | None = None, **body: Any) -> Refusal:
 QUEUE_FULL = Refusal(
     503, "write queue is full, retry later", outcome="queue_full", headers={"Retry-After": "1"}
 )
+# the same refusal when the batches held (decoding, queued, committing) reach
+# queue_max_mb of bodies (handlers/inflight.py)
+QUEUE_BYTES_FULL = Refusal(
+    503,
+    "batches waiting for the writer hold queue_max_mb of bodies, retry later",
+    outcome="queue_full",
+    body={"limit": "queue_max_mb"},
+    headers={"Retry-After": "1"},
+)
 SHUTTING_DOWN = Refusal(
     503, "shutting down, retry later", outcome="shutting_down", headers={"Retry-After": "5"}
 )

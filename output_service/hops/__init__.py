@@ -40,7 +40,6 @@ class HopFeedback:
         self.counts = HopCounts()
         self.recorder: HopRecorder | None = None
         self.sender: HopSender | None = None
-        self.outbox: SqliteHopOutbox | None = None  # the sender's, while it runs
         self._writer_state: StateDB | None = None
         self._thread: ThreadPoolExecutor | None = None  # where the recorder runs
         self._sender_state: StateDB | None = None
@@ -53,7 +52,7 @@ class HopFeedback:
         """Open state.db for the hop recorder and load the totals (before storage opens)."""
         cfg = self._config
         await asyncio.to_thread(cfg.db_dir.mkdir, parents=True, exist_ok=True)
-        state = await asyncio.to_thread(StateDB.open, self.path, synchronous=cfg.synchronous)
+        state = await asyncio.to_thread(self._open_state)
         self._writer_state = state
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hop-recorder")
         depth, totals = await asyncio.to_thread(lambda: (state.depth(), state.counters()))
@@ -76,6 +75,12 @@ class HopFeedback:
         self._metrics.hops_outbox_depth.set_function(lambda: counts.depth)
         self._metrics.hops_oldest_waiting_age.set_function(self._oldest_age)
 
+    def _open_state(self) -> StateDB:
+        cfg = self._config
+        return StateDB.open(
+            self.path, synchronous=cfg.synchronous, wal_autocheckpoint=cfg.wal_autocheckpoint
+        )
+
     def before_commit(self, items: Sequence[tuple[Batch, BatchMeta]]) -> Future[None]:
         """The storage writer's hook: queue the group's hops on the hop thread.
 
@@ -90,7 +95,7 @@ class HopFeedback:
 
     async def start_sender(self) -> None:
         cfg = self._config
-        state = await asyncio.to_thread(StateDB.open, self.path, synchronous=cfg.synchronous)
+        state = await asyncio.to_thread(self._open_state)
         self._sender_state = state
         settings = SenderSettings(
             url=cfg.input_url,
@@ -100,8 +105,8 @@ class HopFeedback:
             backoff_max_s=cfg.hops_backoff_max_s,
             timeout_s=cfg.hops_send_timeout_s,
         )
-        self.outbox = SqliteHopOutbox(state, self._clock)
-        self.sender = HopSender(self.outbox, self.counts, self._metrics, settings, self._clock)
+        outbox = SqliteHopOutbox(state, self._clock)
+        self.sender = HopSender(outbox, self.counts, self._metrics, settings, self._clock)
         self.sender.start()
 
     def begin_shutdown(self) -> None:

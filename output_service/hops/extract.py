@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from output_service.models import Batch
 
@@ -70,9 +70,25 @@ def hop_address(text: str | None, exclude_private: bool = False) -> str | None:
 
 def batch_hops(batches: Iterable[Batch], exclude_private: bool = False) -> list[str]:
     """Distinct sendable hop addresses of the batches, in order of first appearance."""
+    return sendable_hops(batches, exclude_private)[0]
+
+
+def sendable_hops(
+    batches: Iterable[Batch],
+    exclude_private: bool = False,
+    fresh: Callable[[str], bool] | None = None,
+) -> tuple[list[str], int]:
+    """`batch_hops`, skipping the hops that `fresh` already knows: returns the
+    other distinct sendable addresses and how many distinct ones were fresh.
+
+    `fresh` is asked with the text as sent, before it is parsed: the recorder's
+    cache holds addresses in normal form, so a text it knows is one (a dotted
+    quad is its own normal form), and most hops of a busy node are known; this
+    skips parsing them."""
     # Traceroutes of one node share most of their hops: parse each text once.
     done: set[str] = set()
     found: dict[str, None] = {}
+    known: set[str] = set()
     for batch in batches:
         for result in batch.results:
             trace = result.traceroute
@@ -83,7 +99,11 @@ def batch_hops(batches: Iterable[Batch], exclude_private: bool = False) -> list[
                 if hop.timeout or not text or text in done:
                     continue
                 done.add(text)
+                if fresh is not None and fresh(text):
+                    known.add(text)
+                    continue
                 address = hop_address(text, exclude_private)
                 if address is not None:
                     found[address] = None
-    return list(found)
+    # another text may have named a known address (`::ffff:192.0.2.1`): counted once
+    return [a for a in found if a not in known], len(known)

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from output_service.hops.extract import batch_hops
+from output_service.hops.extract import sendable_hops
 from output_service.hops.state import StateDB
 from output_service.hops.throttle import Throttle
 from output_service.metrics import Metrics
@@ -110,12 +110,19 @@ class HopRecorder:
 
     def record(self, batches: Sequence[Batch]) -> None:
         """Queue the new hops of `batches`; durable when this returns."""
-        hops = batch_hops(batches, self._exclude_private)
-        if not hops:
-            return
         now = self._clock()
         since = now - self._resend_after  # queued after this: still within the window
         cached = self.cache.get
+
+        def fresh(ip: str) -> bool:
+            queued_at = cached(ip)
+            return queued_at is not None and queued_at > since
+
+        hops, already = sendable_hops(batches, self._exclude_private, fresh)
+        if not hops:
+            if already:
+                self._metrics.hops_deduplicated.inc(already)
+            return
         unknown: list[str] = []  # not in the cache, or in it but due again
         for ip in hops:
             queued_at = cached(ip)
@@ -133,7 +140,7 @@ class HopRecorder:
                     depth = self._counts.depth
                 added, dropped = self._state.queue(new, now, self._outbox_max, depth)
                 self._queued(new, added, dropped, now)
-        self._metrics.hops_deduplicated.inc(len(hops) - len(unknown) + known)
+        self._metrics.hops_deduplicated.inc(already + len(hops) - len(unknown) + known)
 
     def _queued(self, new: list[str], added: int, dropped: list[str], now: float) -> None:
         """Bring memory in line with what state.db has just committed."""

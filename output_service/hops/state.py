@@ -16,6 +16,7 @@ start migrates again).
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -92,6 +93,8 @@ _UPSERT_SEEN = (
 )
 _ADD_OUTBOX = "INSERT OR IGNORE INTO outbox (ip, queued_at) SELECT value, ?2 FROM json_each(?1)"
 _SEEN_AT = "SELECT s.ip, s.queued_at FROM seen s WHERE s.ip IN (SELECT value FROM json_each(?1))"
+# the sender's delete of what it delivered: one statement, as the writer's inserts
+_REMOVE = "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?1))"
 _encoder = msgspec.json.Encoder()
 _ADD = "UPDATE counters SET value = value + ? WHERE name = ?"
 
@@ -115,14 +118,26 @@ class StateDB:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self._conn = conn
+        self._write_lock = _write_lock(path)
 
     @classmethod
-    def open(cls, path: Path, *, synchronous: str) -> StateDB:
-        """Open (creating or migrating) state.db."""
+    def open(
+        cls, path: Path, *, synchronous: str, wal_autocheckpoint: int | None = None
+    ) -> StateDB:
+        """Open (creating or migrating) state.db.
+
+        `wal_autocheckpoint` (the service passes its setting, as for the results
+        files): each group's new hops dirty pages all over the seen-set and the
+        outbox's address index, ~2,400 for 1,200 new hops, so SQLite's default
+        of 1,000 pages checkpointed after nearly every commit; at 10,000 the
+        recorder's COMMIT took 11.0 instead of 17.7 us of CPU per result
+        (BENCHMARKS.md)."""
         conn = connect.read_write(path)  # autocommit, the shared busy timeout
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
+            if wal_autocheckpoint is not None:
+                conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_autocheckpoint)}")
             conn.execute("PRAGMA cache_size=-32768")  # 32 MB: the seen-set's hot pages
             _migrate(conn)
         except BaseException:
@@ -159,7 +174,7 @@ class StateDB:
         conn = self._conn
         at = utc_text(now)
         listed = _json_list(ips)
-        with immediate_transaction(conn):
+        with self._write_lock, immediate_transaction(conn):
             conn.execute(_UPSERT_SEEN, (listed, at))
             added = conn.execute(_ADD_OUTBOX, (listed, at)).rowcount
             dropped: list[str] = []
@@ -211,12 +226,10 @@ class StateDB:
         copy: tuple[str, list[tuple[object, ...]]] | None,
     ) -> int:
         conn = self._conn
-        with immediate_transaction(conn):
+        with self._write_lock, immediate_transaction(conn):
             if copy is not None:
                 conn.executemany(*copy)
-            before = conn.total_changes
-            conn.executemany("DELETE FROM outbox WHERE id = ?", [(h.id,) for h in hops])
-            removed = conn.total_changes - before
+            removed = conn.execute(_REMOVE, (_json_list(h.id for h in hops),)).rowcount
             conn.execute(_ADD, (removed, counter))
         return removed
 
@@ -229,9 +242,25 @@ class StateDB:
         return {str(n): int(v) for n, v in self._conn.execute("SELECT name, value FROM counters")}
 
 
-def _json_list(ips: Iterable[str]) -> str:
-    """Addresses as a JSON array (text: newer SQLite reads a BLOB as JSONB)."""
-    return _encoder.encode(list(ips)).decode()
+# One lock per state.db for this process's write transactions (the recorder's
+# and the sender's). Without it a writer that finds the file locked by the other
+# is left to SQLite's busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25 ... ms
+# between tries: under the hop loop a third of the transactions waited, p90 32 ms
+# and up to 103 ms, while the results commit waited on them (BENCHMARKS.md). A
+# thread waiting here wakes when the other commits. Other processes (the file
+# tools) still meet the busy timeout.
+_write_locks: dict[Path, threading.Lock] = {}
+_write_locks_guard = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    with _write_locks_guard:
+        return _write_locks.setdefault(path.resolve(), threading.Lock())
+
+
+def _json_list(values: Iterable[str | int]) -> str:
+    """Addresses or ids as a JSON array (text: newer SQLite reads a BLOB as JSONB)."""
+    return _encoder.encode(list(values)).decode()
 
 
 def moment(text: str) -> float:

@@ -52,8 +52,12 @@ class ReadGate:
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[Steps]:
         """Hold one of the slots; `Steps.run` runs blocking steps with deadlines."""
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+        # cancellation that arrives as the slot is granted, so a task stopped at
+        # that moment (the read upkeep at shutdown) would run on as if never asked
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.queue_wait_s)
+            async with asyncio.timeout(self.queue_wait_s):
+                await self._slots.acquire()
         except TimeoutError:
             self.refused += 1
             raise ReadBusy(
@@ -78,7 +82,8 @@ class ReadGate:
         really stopped, so a cancelled read still counts against the limit."""
         async with self.slot():
             try:
-                return await asyncio.wait_for(read(), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    return await read()
             except TimeoutError:
                 self.refused += 1
                 raise ReadBusy(

@@ -6,22 +6,25 @@ list the retained files, dump one. Only a file backend has it; the routes
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from output_service.storage.seam import Dump
 from output_service.storage.sqlite.catalog import Catalog
 from output_service.storage.sqlite.rotator import Rotator
+from output_service.storage.sqlite.writer import Writer
 
 
 class SqliteArchive:
-    def __init__(self, rotator: Rotator, catalog: Catalog) -> None:
+    def __init__(self, rotator: Rotator, catalog: Catalog, writer: Callable[[], Writer]) -> None:
         self._rotator = rotator
         self._catalog = catalog
+        self._writer = writer  # the open store's writer
 
     async def rotate(self) -> str:
         """Start a new file now (between transactions); returns its name once
         the old one is sealed."""
-        return await self._rotator.rotate_now()
+        return await self._rotator.rotate_now(self._writer())
 
     async def files(self) -> list[dict[str, Any]]:
         return await self._catalog.files()

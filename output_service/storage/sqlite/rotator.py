@@ -86,16 +86,12 @@ class Rotator:
         self._registry = registry
         self._clock = clock
         self.policy = RotationPolicy.from_limits(config.max_size_mb, config.rotation_days)
-        self._writer: Writer | None = None
         self._retry_at = float("-inf")
         self._sealing: set[asyncio.Task[None]] = set()
         self.last_rotation: float | None = None
         # Why the last rotation failed, until one succeeds: /ready and /health
         # show it (degraded), so a file growing past its limit is not silent.
         self.failing: str | None = None
-
-    def attach(self, writer: Writer) -> None:
-        self._writer = writer
 
     async def open_current(self) -> Callable[[], ResultsFile]:
         """At start-up, after the retained files are registered: continue the
@@ -167,8 +163,8 @@ class Rotator:
         age = max(0.0, self._clock() - entry.started)
         return self.policy.reason(size_on_disk(entry.path), age)
 
-    async def after_group(self) -> None:
-        """The writer's after-group hook: rotate when a limit is reached.
+    async def after_group(self, writer: Writer) -> None:
+        """`writer`'s after-group hook: rotate when a limit is reached.
 
         Never raises: a failed rotation is logged and counted, and the writer
         keeps committing to the current file.
@@ -179,25 +175,23 @@ class Rotator:
         try:
             reason = self.due(self._registry.current)
             if reason is not None:
-                await self.rotate(reason)
+                await self.rotate(writer, reason)
         except RotationError:
             self._retry_at = now + RETRY_AFTER_S
         except Exception:  # a bug here must not stop the writer
             log.exception("rotation check failed")
             self._retry_at = now + RETRY_AFTER_S
 
-    async def rotate_now(self) -> str:
+    async def rotate_now(self, writer: Writer) -> str:
         """Rotate between transactions (POST /rotate); returns the new file name
         once the old file is sealed and retention has run."""
-        writer = self._require_writer()
-        name, sealing = await writer.between(lambda: self.rotate(Reason.MANUAL))
+        name, sealing = await writer.between(lambda: self.rotate(writer, Reason.MANUAL))
         await asyncio.shield(sealing)
         return name
 
-    async def rotate(self, reason: Reason) -> tuple[str, asyncio.Task[None]]:
+    async def rotate(self, writer: Writer, reason: Reason) -> tuple[str, asyncio.Task[None]]:
         """In the writer task: open the next file, swap, and seal the old one in
         the background (the returned task)."""
-        writer = self._require_writer()
         loop = asyncio.get_running_loop()
         started = loop.time()
         now = self._clock()
@@ -257,11 +251,6 @@ class Rotator:
         """Wait for old files still being sealed (after the writer has stopped)."""
         if self._sealing:
             await asyncio.gather(*self._sealing, return_exceptions=True)
-
-    def _require_writer(self) -> Writer:
-        if self._writer is None:
-            raise RuntimeError("storage is not open")
-        return self._writer
 
 
 def _clock_text(moment: float) -> str:

@@ -99,7 +99,7 @@ class SqliteStore:
         self._registry = FileRegistry(on_deleted=self._deleted)
         self._rotator = Rotator(config, metrics, self._registry, clock)
         self._catalog = Catalog(config, metrics, self._registry)
-        self.archive = SqliteArchive(self._rotator, self._catalog)
+        self.archive = SqliteArchive(self._rotator, self._catalog, lambda: self.writer)
         self.read_gate = ReadGate(config.max_concurrent_reads, config.read_query_timeout_s)
         sides = SideFiles(config.db_dir) if config.prerender_exports else None
         self.reads = StoreReads(config.db_dir, self.read_gate, self._catalog, sides)
@@ -121,7 +121,7 @@ class SqliteStore:
             on_group=self._metrics.observe_commit,
             before_commit=self._before_commit,
             on_error=self._write_failed,
-            after_group=self._rotator.after_group,
+            after_group=lambda: self._rotator.after_group(writer),
             keys_before=self._keys_known,
             keys_after=self._keys_committed,
         )
@@ -143,7 +143,6 @@ class SqliteStore:
         except BaseException:
             await writer.close()
             raise
-        self._rotator.attach(writer)
         self._writer = writer
         await self._rotator.finish_sealed()
         self._registry.retire(config.keep_files)

@@ -14,13 +14,14 @@ restore) is a new entry. Entries for files no longer listed are dropped.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from output_service.insight.summaries import TargetAccumulator
 from output_service.storage.read_gate import ReadTimedOut
@@ -41,6 +42,21 @@ class _Partial:
 
 
 Seed = Callable[[Path], "tuple[int, TargetAccumulator] | None"]
+
+
+def summarize(
+    run: Callable[[str, dict[str, Any]], list[Any]], flt: ResultFilter, ids: tuple[int, int]
+) -> TargetAccumulator:
+    """The partial target summary of the rows with ids in (after, upto], by
+    `run(sql, params)` on the file (a read connection, or a side file's build)."""
+    acc = TargetAccumulator()
+    sql, params = queries.target_totals(flt, ids)
+    totals = run(sql, params)
+    acc.add_totals(row[:6] for row in totals)
+    acc.add_nodes((row[0], node) for row in totals for node in json.loads(f"[{row[6] or ''}]"))
+    sql, params = queries.target_rtts(flt, ids)
+    acc.add_rtts(run(sql, params))
+    return acc
 
 
 class PartialCache:
@@ -89,14 +105,7 @@ class PartialCache:
         if entry is None:
             entry = _Partial(0, TargetAccumulator())
         if top > entry.upto:
-            delta = TargetAccumulator()
-            for make, add in (
-                (queries.target_totals, delta.add_totals),
-                (queries.target_rtts, delta.add_rtts),
-                (queries.target_nodes, delta.add_nodes),
-            ):
-                sql, params = make(flt, (entry.upto, top))
-                add(conn.all(sql, params, deadline))
+            delta = summarize(lambda sql, p: conn.all(sql, p, deadline), flt, (entry.upto, top))
             merged = TargetAccumulator()
             merged.merge(entry.acc)
             merged.merge(delta)

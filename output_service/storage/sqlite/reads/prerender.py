@@ -18,17 +18,20 @@ when complete, and it records the identity of the file it was built from
 (inode, device, size, mtime): a file restored or replaced under the same name
 does not match, and its side file is rebuilt. Side files of files no longer
 retained are deleted. The cost is disk: a side file is about 1.3x the size of
-the results file it renders.
+the results file it renders, so none is built while free space is short
+(ROOM_FACTOR): the writer's disk comes first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -36,12 +39,17 @@ from output_service.insight.summaries import TargetAccumulator
 from output_service.storage.seam import ResultFilter
 from output_service.storage.sqlite import file_info
 from output_service.storage.sqlite.reads import queries
+from output_service.storage.sqlite.reads.partials import summarize
 
 log = structlog.get_logger(__name__)
 
 CACHE_DIR = "read-cache"
 SUFFIX = ".items"
 BUILD_CHUNK = 10_000  # results per INSERT statement of a build
+# Disk the writer needs comes first: a side file (~1.3x its source) is built
+# only while this much stays free: 4x the source's size, and at least 64 MB.
+ROOM_FACTOR = 4
+ROOM_MIN_BYTES = 64 << 20
 _ITEM_OPEN = queries.ITEM_JSON.removesuffix(", 'file', :file)") + ")"
 _SCHEMA = """
 CREATE TABLE items (id INTEGER PRIMARY KEY, item TEXT NOT NULL);
@@ -74,6 +82,7 @@ class SideFiles:
     def __init__(self, db_dir: Path) -> None:
         self.dir = db_dir / CACHE_DIR
         self._known: dict[str, Identity] = {}  # side file name -> identity it was built from
+        self._short: set[str] = set()  # files skipped for want of disk (logged once)
 
     def side_of(self, path: Path) -> Path:
         return self.dir / (path.name + SUFFIX)
@@ -86,6 +95,9 @@ class SideFiles:
         except FileNotFoundError:
             return None
         built = self._known.get(side.name)
+        if built is not None and not side.exists():  # removed by hand
+            self._known.pop(side.name, None)
+            return None
         if built is None:
             built = _recorded(side)
             if built is None:
@@ -127,6 +139,12 @@ class SideFiles:
         finally:
             source.close()
         self.dir.mkdir(exist_ok=True)
+        free = shutil.disk_usage(self.dir).free
+        if free < max(ROOM_FACTOR * identity.size, ROOM_MIN_BYTES):
+            if path.name not in self._short:
+                self._short.add(path.name)
+                log.warning("prerender skipped: low disk", file=path.name, free_bytes=free)
+            return False
         side = self.side_of(path)
         tmp = side.with_name(side.name + ".tmp")
         tmp.unlink(missing_ok=True)
@@ -196,16 +214,13 @@ def _render(path: Path, tmp: Path, identity: Identity, stopping: Callable[[], bo
                 " WHERE p.id > :low AND p.id <= :high)",
                 {"low": low, "high": low + BUILD_CHUNK},
             )
-        summary = TargetAccumulator()
-        for make, add in (
-            (queries.target_totals, summary.add_totals),
-            (queries.target_rtts, summary.add_rtts),
-            (queries.target_nodes, summary.add_nodes),
-        ):
-            if stopping():
-                return False
-            sql, params = make(ResultFilter(), (0, top))
-            add(conn.execute(sql, params).fetchall())
+        if stopping():
+            return False
+
+        def run(sql: str, params: dict[str, Any]) -> list[Any]:
+            return conn.execute(sql, params).fetchall()
+
+        summary = summarize(run, ResultFilter(), (0, top))
         conn.executemany("INSERT INTO targets VALUES (?, ?, ?, ?, ?, ?, ?, ?)", summary.dump())
         rows = int(conn.execute("SELECT count(*) FROM items").fetchone()[0])
         if Identity.of(path) != identity:

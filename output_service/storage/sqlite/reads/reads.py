@@ -23,7 +23,7 @@ import msgspec
 
 from output_service.insight import cursor as cursors
 from output_service.insight.routes import Observation, summarize
-from output_service.insight.summaries import TargetAccumulator, merge_nodes, series, sort_targets
+from output_service.insight.summaries import TargetAccumulator, merge_nodes, series, target_page
 from output_service.storage.read_gate import ReadGate, ReadTimedOut, Steps
 from output_service.storage.seam import (
     BadQuery,
@@ -53,8 +53,13 @@ class _Conn:
             check_same_thread=False,
         )
         self.conn.execute("PRAGMA busy_timeout=2000")
+        self.has_side = False
         if side is not None:  # the file's pre-rendered items, as schema `side`
-            self.conn.execute("ATTACH ? AS side", (f"{side.resolve().as_uri()}?mode=ro",))
+            try:
+                self.conn.execute("ATTACH ? AS side", (f"{side.resolve().as_uri()}?mode=ro",))
+                self.has_side = True
+            except sqlite3.OperationalError:
+                pass  # gone since it was checked: the slow path serves this file
         self.deadline = time.monotonic() + 3600.0
         self.conn.set_progress_handler(self._late, _PROGRESS_OPS)
 
@@ -152,7 +157,7 @@ class SqliteReads:
                     if conn is None:
                         continue
                     while True:
-                        if side is None:
+                        if not conn.has_side:
                             sql, params = queries.items(flt, before)
                         else:
                             sql, params = queries.prerendered(flt, before)
@@ -161,7 +166,7 @@ class SqliteReads:
                         rows = await steps.run(lambda d: c.all(sql, params, d))  # noqa: B023
                         if not rows:
                             break
-                        if side is None:
+                        if not conn.has_side:
                             yield [text for _, text in rows]
                         else:
                             yield [text + tail for _, text in rows]
@@ -177,8 +182,7 @@ class SqliteReads:
                 return []
             # the newest file (the one ingest extends) with the older ones' merge
             older = self._partials.merged(query.filter, parts[1:])
-            rows = sort_targets(parts[0][1].rows(older), query.sort)
-            return rows[query.offset : query.offset + query.limit]
+            return target_page(parts[0][1], older, query.sort, query.offset, query.limit)
 
         async with self._gate.slot() as steps:
             parts = await self._partials_of(steps, query.filter)

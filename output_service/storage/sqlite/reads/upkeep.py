@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import structlog
 
@@ -36,6 +36,7 @@ from output_service.storage.sqlite.reads.reads import ListFiles, SqliteReads
 log = structlog.get_logger(__name__)
 
 INTERVAL_S = 30.0
+STOP_WAIT_S = 3.0
 
 
 class ReadUpkeep:
@@ -51,6 +52,7 @@ class ReadUpkeep:
         self._sides = sides
         self._interval_s = interval_s
         self._stop = threading.Event()
+        self._job: Future[None] | None = None  # the prerender thread's current work
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="prerender", initializer=_lowest)
         self._task: asyncio.Task[None] | None = None
         # set once the first round is over (tests wait for it, so that no
@@ -64,13 +66,15 @@ class ReadUpkeep:
         except ReadBusy as exc:  # the bound is busy with real reads: next round
             log.info("summary warm-up deferred", reason=str(exc))
         if self._sides is not None:
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._pool, self._prerender, self._sides)
+            self._job = self._pool.submit(self._prerender, self._sides)
+            await asyncio.wrap_future(self._job)
 
     def _prerender(self, sides: SideFiles) -> None:
         retained = list(self._files())
         sides.prune(retained)
-        for path in retained:
+        # newest first: the first is the live file (or about to be continued as
+        # it), never worth opening here; every older one is sealed or sealing
+        for path in retained[1:]:
             if self._stop.is_set():
                 return
             if sides.build(path, self._stop.is_set):
@@ -89,13 +93,17 @@ class ReadUpkeep:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        """Stop between steps: a build in progress stops at its next chunk."""
+        """Stop between steps: a build in progress stops at its next chunk. The
+        loop is never blocked on the thread; after STOP_WAIT_S it is left to
+        finish its chunk alone (a half-built side file is deleted next time)."""
         self._stop.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._job is not None and not self._job.done():
+            await asyncio.wait([asyncio.wrap_future(self._job)], timeout=STOP_WAIT_S)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _lowest() -> None:
