@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from output_service.config import Config
 from output_service.hops import HopFeedback
+from output_service.hops import state as hop_state
 from output_service.insight.silent import SilentNodes
 from output_service.metrics import Metrics
 from output_service.storage.read_gate import ReadGate
@@ -41,7 +42,7 @@ class Services:
     read_gate: ReadGate | None = None
     reads: Reads | None = None
     silent_nodes: SilentNodes | None = None
-    # /api/hops from a backend that keeps the hop tables itself (postgres)
+    # /api/hops: the backend's hop tables (postgres) or state.db (SQLite); None when the loop is off
     hop_listing: Callable[[int, int], Awaitable[dict[str, Any]]] | None = None
     # warm summaries and pre-rendered export items (SQLite reads; started by the app)
     read_upkeep: ReadUpkeep | None = None
@@ -73,6 +74,11 @@ class Services:
         metrics.go_series_from(services.stats)
         services.serve_reads(store.reads, store.read_gate)
         services.read_upkeep = store.read_upkeep
+        if hops is not None:  # /api/hops reads state.db through the same read bound
+            gate, state_path = store.read_gate, hops.path
+            services.hop_listing = lambda limit, offset: gate.run(
+                lambda _: hop_state.listing(state_path, limit, offset)
+            )
         return services
 
     def serve_reads(self, reads: Reads, gate: ReadGate) -> None:

@@ -10,16 +10,13 @@ Retry-After, an unknown target 404.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from output_service.handlers.common import SERVICES, json_error
-from output_service.hops.state import listing as hop_listing
 from output_service.insight import params
 from output_service.insight.rows import csv_text
-from output_service.services import Services
 from output_service.storage.seam import BadQuery, ReadBusy, Reads
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -136,7 +133,7 @@ async def nodes(request: web.Request, reads: Reads) -> web.StreamResponse:
 
 async def hops(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    if services.hops is None and services.hop_listing is None:
+    if services.hop_listing is None:
         return json_error(404, "the hop feedback loop is off (input_url is empty)")
     try:
         query = _query(request)
@@ -146,7 +143,7 @@ async def hops(request: web.Request) -> web.StreamResponse:
     except params.BadParam as exc:
         return json_error(400, str(exc))
     try:
-        listing = await _hop_listing(services, limit, offset)
+        listing = await services.hop_listing(limit, offset)
     except ReadBusy as exc:
         services.metrics.reads_refused.inc()
         return json_error(503, str(exc), headers={"Retry-After": str(exc.retry_after_s)})
@@ -156,14 +153,6 @@ async def hops(request: web.Request) -> web.StreamResponse:
         return web.json_response(listing, headers={"Link": f'<{nxt}>; rel="next"'})
     listing["next"] = None
     return web.json_response(listing)
-
-
-async def _hop_listing(services: Services, limit: int, offset: int) -> dict[str, Any]:
-    if services.hop_listing is not None:  # the backend keeps the hop tables (postgres)
-        return await services.hop_listing(limit, offset)
-    gate, hops = services.read_gate, services.hops
-    assert gate is not None and hops is not None
-    return await gate.run(lambda _: hop_listing(hops.path, limit, offset))
 
 
 def add_routes(app: web.Application) -> None:
