@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import os
 import time
 from typing import Any
@@ -14,7 +13,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from output_service.handlers.common import SERVICES, json_error
-from output_service.logs import render_json
 
 log = structlog.get_logger("output_service.http")
 
@@ -75,40 +73,9 @@ async def request_summary(request: web.Request, handler: Handler) -> web.StreamR
     if request.path in QUIET_PATHS and response.status < 400:
         log.debug("request", **fields)
     else:
-        _info_line(fields)
+        log.info("request", **fields)
     response.headers["X-Request-ID"] = request_id
     return response
-
-
-def _info_line(fields: dict[str, Any]) -> None:
-    """The request line at info, through the configured processors and logger
-    but without the bound logger around them (its level check, context copy and
-    proxy calls: ~5 of the ~12 us a line costs; BENCHMARKS.md). The same chain
-    and the same logger make the same line; when the chain is not the service's
-    own (structlog.testing.capture_logs, or not configured), `log.info` as usual."""
-    config = structlog.get_config()
-    processors = config["processors"]
-    factory = config["logger_factory"]
-    if (
-        not processors
-        or processors[-1] is not render_json
-        or not isinstance(factory, structlog.BytesLoggerFactory)
-        or config["wrapper_class"].get_effective_level(None) > logging.INFO
-    ):
-        log.info("request", **fields)
-        return
-    logger = _LOGGERS.get(factory)
-    if logger is None:
-        logger = _LOGGERS.setdefault(factory, factory())
-    event: Any = fields
-    event["event"] = "request"
-    for processor in processors:
-        event = processor(logger, "info", event)
-    logger.msg(event)
-
-
-# One BytesLogger per configured factory (it writes to the factory's file).
-_LOGGERS: dict[Any, Any] = {}
 
 
 def _refusal_reason(response: web.StreamResponse) -> dict[str, Any]:
