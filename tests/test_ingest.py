@@ -276,14 +276,43 @@ async def test_strings_with_nul_characters_are_stored_whole(service: Running) ->
     assert rows[1] == (None, None)
 
 
-async def test_a_client_gone_mid_commit_does_not_fail_its_retry(service: Running) -> None:
-    storage = service.services.storage
-    writer = storage.writer
+def hold_writer(writer: Any) -> tuple[asyncio.Event, asyncio.Future[Any]]:
+    """Occupy the writer thread until the returned event is set (the future is
+    the occupying call): batches submitted meanwhile wait in the queue."""
     gate = asyncio.Event()
     loop = asyncio.get_running_loop()
     blocker = asyncio.ensure_future(
         writer.call(lambda: asyncio.run_coroutine_threadsafe(gate.wait(), loop).result())
     )
+    return gate, blocker
+
+
+async def test_a_cancelled_keyless_submit_still_commits(service: Running) -> None:
+    """A key-less batch is awaited without a shield: a handler cancelled while its
+    batch waits for the writer still leaves the batch committed, and the writer
+    goes on with the next one."""
+    storage = service.services.storage
+    writer = storage.writer
+    gate, blocker = hold_writer(writer)
+    first = asyncio.ensure_future(
+        storage.submit(Submission(decode_batch(json.dumps([make_result()]).encode(), 10)))
+    )
+    await wait_for(lambda: writer.queued_batches >= 1)  # the batch waits behind the blocker
+    first.cancel()  # the client went away: aiohttp cancels its handler
+    gate.set()
+    await blocker
+    two = [make_result("192.0.2.2"), make_result("192.0.2.3")]
+    assert await storage.submit(Submission(decode_batch(json.dumps(two).encode(), 10))) == (
+        SubmitResult(2)
+    )
+    assert first.cancelled()
+    assert service.rows("SELECT count(*) FROM ping_results") == [(3,)]
+
+
+async def test_a_client_gone_mid_commit_does_not_fail_its_retry(service: Running) -> None:
+    storage = service.services.storage
+    writer = storage.writer
+    gate, blocker = hold_writer(writer)
     batch = decode_batch(json.dumps([make_result()]).encode(), 10)
     first = asyncio.ensure_future(
         storage.submit(Submission(batch, idempotency_key="k", body_hash="h"))
