@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -37,6 +38,8 @@ from bench.payload import pool_file
 from bench.query_data import target_ip
 
 SEALED = 4  # of bench-data's 5 files
+READ_NICE = 10  # the read threads' nice value (storage/read_gate.py)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 WEEK = "since=2026-01-01T00:00:00Z&until=2026-01-08T00:00:00Z"
 
 
@@ -206,7 +209,7 @@ async def measure(
         figures["export_results_per_s"] = round(lines / seconds)
         figures["export_peak_rss_mb_all"] = round(many.peak / 1024, 1)
         figures["export_peak_rss_mb_one_target"] = round(few.peak / 1024, 1)
-    figures.update(await ingest_cells(base, results_url, pool, inline))
+    figures.update(await ingest_cells(base, results_url, pool, inline, pid))
     return figures
 
 
@@ -214,7 +217,20 @@ INGEST_S = 6.0  # one ingest measurement (after a 1 s warm-up)
 ROUNDS = 3
 
 
-async def ingest_cells(base: str, results_url: str, pool: Path, inline: bool) -> dict[str, Any]:
+def read_thread_cpu_s(pid: int) -> float:
+    """CPU seconds used so far by the service's read threads (the ones at nice 10)."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[16]) == READ_NICE:
+                total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
+
+
+async def ingest_cells(
+    base: str, results_url: str, pool: Path, inline: bool, pid: int
+) -> dict[str, Any]:
     """Ingest alone between the cells with readers, in ROUNDS rounds: each cell's
     kept % is against the mean of the alone runs just before and after it, and the
     figure is the median over the rounds. The rate drifts over a run (the live file
@@ -232,9 +248,12 @@ async def ingest_cells(base: str, results_url: str, pool: Path, inline: bool) ->
     kept: dict[str, list[float]] = {name: [] for name in cells}
     rates: dict[str, list[float]] = {name: [] for name in cells}
     statuses: dict[str, dict[str, int]] = {name: {} for name in cells}
+    read_cpu: dict[str, list[float]] = {name: [] for name in cells}
     for _ in range(ROUNDS):
         for name, (urls, n) in cells.items():
+            cpu0, t0 = read_thread_cpu_s(pid), time.monotonic()
             rate, counts = await ingest_while(results_url, pool, urls, n, inline)
+            read_cpu[name].append(100 * (read_thread_cpu_s(pid) - cpu0) / (time.monotonic() - t0))
             alone.append(ingest_rate(results_url, pool, INGEST_S))
             kept[name].append(100 * rate / ((alone[-2] + alone[-1]) / 2))
             rates[name].append(rate)
@@ -249,6 +268,9 @@ async def ingest_cells(base: str, results_url: str, pool: Path, inline: bool) ->
         figures[f"ingest_with_{name}_kept_pct"] = round(statistics.median(kept[name]), 1)
         figures[f"ingest_with_{name}_kept_pct_rounds"] = " / ".join(f"{k:.1f}" for k in kept[name])
         figures[f"ingest_with_{name}_reader_statuses"] = statuses[name]
+        figures[f"ingest_with_{name}_read_threads_cpu_pct_of_a_core"] = " / ".join(
+            f"{c:.1f}" for c in read_cpu[name]
+        )
     return figures
 
 
@@ -350,7 +372,9 @@ def run_ingest_only(data: Path, pool: Path, inline: bool, extra: list[str]) -> d
     try:
         asyncio.run(first_targets(base))
         wait_for_prerender(data, SEALED)
-        figures = asyncio.run(ingest_cells(base, f"http://127.0.0.1:{port}/results", pool, inline))
+        figures = asyncio.run(
+            ingest_cells(base, f"http://127.0.0.1:{port}/results", pool, inline, proc.pid)
+        )
     finally:
         stop_service(proc)
     figures["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -123,6 +123,10 @@ class ReadGate:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def ingest_is_busy(self) -> bool:
+        """Whether reads are yielding to ingest now (never, with no share set)."""
+        return self._ingest_busy is not None and self._ingest_busy()
+
     async def yield_to_ingest(self) -> None:
         """Before a step: while ingest is busy, wait until the reads' CPU is paid back."""
         busy = self._ingest_busy
