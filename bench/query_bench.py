@@ -11,6 +11,13 @@ readers loop over the endpoints, and (the control) while 20 clients loop on
 /health. Also the first /api/targets after start-up (the start-up warm-up still
 running) and how long the pre-rendering of the sealed files took. Appends a
 section to BENCHMARKS.md.
+
+The reader clients run in a process of their own at nice 19
+(bench/query_readers.py; `--inline-readers` puts them back in this process):
+in a deployment they are other machines, and on this 2-core machine their
+client CPU would otherwise be charged to the service. Ingest alone is measured
+between the cells, in rounds (`ingest_cells`). `--ingest-only` measures only
+the ingest cells; `--service-arg` passes a flag to the service.
 """
 
 from __future__ import annotations
