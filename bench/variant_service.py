@@ -10,7 +10,8 @@ statement per table, the inserts before issue 15's second round), `switch1ms`
 `labels()` looked up per request), `sequential-hops` (the hop hook on the writer
 thread ahead of the group's inserts, as before it overlapped them), and pieces
 of the one-result path taken away to see what each costs: `no-store`,
-`no-request-log`, `trivial-handler`, `no-middleware` (combined with `+`).
+`no-request-log`, `trivial-handler`, `no-middleware` (combined with `+`);
+`memprobe` is the service unchanged with bench.memory_probe sampling its memory.
 """
 
 import asyncio
@@ -53,6 +54,10 @@ def apply(variant: str) -> None:
         _sequential_hop_hook()
     elif variant == "switch1ms":
         sys.setswitchinterval(0.001)
+    elif variant == "memprobe":  # the service as it is, its memory sampled from inside
+        from bench import memory_probe
+
+        memory_probe.start()
     else:
         raise SystemExit(f"unknown variant {variant!r}")
 
