@@ -107,7 +107,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|")
     for size, rows in got.items():
         cols = [
-            "/".join(f"{r[i]:,.0f}" for r in rows) + f" (median {statistics.median(r[i] for r in rows):,.0f})"
+            "/".join(f"{r[i]:,.0f}" for r in rows)
+            + f" (median {statistics.median(r[i] for r in rows):,.0f})"
             for i in range(3)
         ]
         print(f"| {size} | {' | '.join(cols)} |")

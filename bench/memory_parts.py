@@ -79,11 +79,9 @@ def main() -> None:
     for setting, got in rows.items():
 
         def med(pick: Any, got: list[dict[str, Any]] = got) -> float:
-            return statistics.median(pick(g) for g in got)
+            return float(statistics.median(pick(g) for g in got))
 
-        bad = sum(
-            n for g in got for s, n in g["result"]["statuses"].items() if s != "200"
-        )
+        bad = sum(n for g in got for s, n in g["result"]["statuses"].items() if s != "200")
         print(
             f"| {setting} | {med(lambda g: g['result']['results_per_s']):,.0f} "
             f"| {med(lambda g: g['result']['p99_ms']):.1f} | {bad} "

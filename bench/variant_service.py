@@ -15,6 +15,7 @@ of the one-result path taken away to see what each costs: `no-store`,
 """
 
 import asyncio
+import gc
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -47,13 +48,27 @@ def apply(variant: str) -> None:
 
         middleware._new_request_id = lambda: uuid.uuid4().hex[:16]
         Metrics.count_request = count_request  # type: ignore[method-assign]
-    elif variant in SPLIT:
+    elif "+" in variant:
         for part in variant.split("+"):
-            SPLIT[part]()
+            apply(part)
+    elif variant in SPLIT:
+        SPLIT[variant]()
     elif variant == "sequential-hops":
         _sequential_hop_hook()
     elif variant == "switch1ms":
         sys.setswitchinterval(0.001)
+    elif variant == "tailprobe":  # gc pauses and group times, from inside
+        from bench import tail_probe
+
+        tail_probe.start()
+    elif variant == "no-gc-settle":  # the collector as before round three: no freeze, gen0 700
+        from output_service import gc_settle
+
+        gc_settle.settle = lambda: None
+    elif variant.startswith("gcfreeze"):  # gcfreeze, or gcfreeze50000: also gen0's threshold
+        _gc_after_startup(int(variant.removeprefix("gcfreeze") or 0))
+    elif variant.startswith("gen0-"):  # gen0-50000: only the threshold
+        gc.set_threshold(int(variant.removeprefix("gen0-")), *gc.get_threshold()[1:])
     elif variant == "memprobe":  # the service as it is, its memory sampled from inside
         from bench import memory_probe
 
@@ -107,6 +122,28 @@ def _sequential_hop_hook() -> None:
         self.recorder(items)
 
     HopFeedback.before_commit = before_commit  # type: ignore[assignment,method-assign]
+
+
+def _gc_after_startup(gen0: int) -> None:
+    """gc.freeze() once storage has opened (what start-up made is never collected
+    again, so a collection no longer walks it), and gen0's threshold if given."""
+    import output_service.cli as cli
+
+    create = cli.create_results_app  # type: ignore[attr-defined]
+
+    def create_results_app(services: Any) -> web.Application:
+        made = create(services)
+
+        async def freeze(_: web.Application) -> None:
+            gc.collect()
+            gc.freeze()
+            if gen0:
+                gc.set_threshold(gen0, *gc.get_threshold()[1:])
+
+        made.on_startup.append(freeze)
+        return made
+
+    cli.create_results_app = create_results_app  # type: ignore[attr-defined]
 
 
 def _no_store() -> None:
