@@ -35,6 +35,15 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "count": len(values),
+        "p50_ms": _quantile(values, 0.5),
+        "p99_ms": _quantile(values, 0.99),
+        "max_ms": max(values, default=0.0),
+    }
+
+
 def start() -> None:
     path = os.environ.get("TAILPROBE_OUT")
     if not path:
@@ -43,6 +52,7 @@ def start() -> None:
 
     pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
     groups: list[float] = []
+    commits: list[float] = []
     began: list[float] = [0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
@@ -54,11 +64,32 @@ def start() -> None:
     gc.callbacks.append(on_gc)
     original = results_file.ResultsFile.write_group
 
+    class TimedCommit:
+        """The writer's connection with its COMMIT timed (a checkpoint runs in it)."""
+
+        def __init__(self, conn: Any) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args: Any) -> Any:
+            if sql != "COMMIT":
+                return self._conn.execute(sql, *args)
+            t0 = time.perf_counter()
+            try:
+                return self._conn.execute(sql, *args)
+            finally:
+                commits.append((time.perf_counter() - t0) * 1000)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
     def write_group(self: Any, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
+        conn = self._conn
+        self._conn = TimedCommit(conn)
         try:
             return original(self, *args, **kwargs)
         finally:
+            self._conn = conn
             groups.append((time.perf_counter() - t0) * 1000)
 
     results_file.ResultsFile.write_group = write_group  # type: ignore[method-assign]
@@ -69,12 +100,8 @@ def start() -> None:
                 str(g): {"count": len(p), "total_ms": sum(p), "max_ms": max(p, default=0.0)}
                 for g, p in pauses.items()
             },
-            "groups": {
-                "count": len(groups),
-                "p50_ms": _quantile(groups, 0.5),
-                "p99_ms": _quantile(groups, 0.99),
-                "max_ms": max(groups, default=0.0),
-            },
+            "groups": _summary(groups),
+            "commits": _summary(commits),
         }
         Path(path).write_text(json.dumps(out))
 
@@ -102,23 +129,25 @@ def main() -> None:
                 got[variant].append({"result": result, "probe": json.loads(out.read_text())})
     print(
         "| variant | p50 ms | p99 ms | max ms | gen0 / gen1 / gen2 collections "
-        "| gen2 max pause ms | all pauses ms | group p50 / p99 / max ms |"
+        "| gen2 max pause ms | all pauses ms | group p50 / p99 / max ms "
+        "| COMMIT p50 / p99 / max ms |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|---|")
+    print("|---|---:|---:|---:|---|---:|---:|---|---|")
     for variant, runs in got.items():
         for r in runs:
             res, probe = r["result"], r["probe"]
             gcs = probe["gc"]
-            g = probe["groups"]
+            g, c = probe["groups"], probe["commits"]
             print(
                 f"| {variant} | {res['p50_ms']:.1f} | {res['p99_ms']:.1f} | {res['max_ms']:.1f} "
                 f"| {gcs['0']['count']} / {gcs['1']['count']} / {gcs['2']['count']} "
                 f"| {gcs['2']['max_ms']:.1f} "
                 f"| {sum(v['total_ms'] for v in gcs.values()):.0f} "
-                f"| {g['p50_ms']:.1f} / {g['p99_ms']:.1f} / {g['max_ms']:.1f} |"
+                f"| {g['p50_ms']:.1f} / {g['p99_ms']:.1f} / {g['max_ms']:.1f} "
+                f"| {c['p50_ms']:.1f} / {c['p99_ms']:.1f} / {c['max_ms']:.1f} |"
             )
         p99 = statistics.median(r["result"]["p99_ms"] for r in runs)
-        print(f"|  {variant}: median p99 {p99:.1f} ms | | | | | | | |")
+        print(f"|  {variant}: median p99 {p99:.1f} ms | | | | | | | | |")
 
 
 if __name__ == "__main__":
