@@ -61,6 +61,8 @@ def apply(variant: str) -> None:
         from bench import tail_probe
 
         tail_probe.start()
+    elif variant == "reuseport":  # bench.reuseport: several processes on one port
+        _reuse_port()
     elif variant == "no-gc-settle":  # the collector as before round three: no freeze, gen0 700
         from output_service import gc_settle
 
@@ -122,6 +124,18 @@ def _sequential_hop_hook() -> None:
         self.recorder(items)
 
     HopFeedback.before_commit = before_commit  # type: ignore[assignment,method-assign]
+
+
+def _reuse_port() -> None:
+    """SO_REUSEPORT on every socket the service makes (its ports), before bind."""
+    import socket
+
+    class ReusePort(socket.socket):
+        def bind(self, address: Any) -> None:
+            self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().bind(address)
+
+    socket.socket = ReusePort  # type: ignore[misc]
 
 
 def _gc_after_startup(gen0: int) -> None:
