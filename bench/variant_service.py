@@ -63,6 +63,8 @@ def apply(variant: str) -> None:
         tail_probe.start()
     elif variant == "reuseport":  # bench.reuseport: several processes on one port
         _reuse_port()
+    elif variant == "bg-checkpoint":  # the live file's checkpoints off the writer's COMMIT
+        _background_checkpoints()
     elif variant == "no-gc-settle":  # the collector as before round three: no freeze, gen0 700
         from output_service import gc_settle
 
@@ -124,6 +126,50 @@ def _sequential_hop_hook() -> None:
         self.recorder(items)
 
     HopFeedback.before_commit = before_commit  # type: ignore[assignment,method-assign]
+
+
+def _background_checkpoints() -> None:
+    """A prototype: the writer's automatic checkpoints at 4x the pages (a
+    backstop), and a thread of its own running PASSIVE checkpoints of the newest
+    results file whenever its WAL passes `wal_autocheckpoint` pages, so the
+    writer's COMMIT no longer copies 40 MB of WAL now and then. Bench only: it
+    ignores rotation and sealing (bench runs never rotate)."""
+    import os
+    import threading
+    import time
+    from pathlib import Path
+
+    from output_service.storage.sqlite import connect
+    from output_service.storage.sqlite.file_names import results_files
+
+    db_dir = Path(sys.argv[sys.argv.index("--db-dir") + 1])
+    pages = 10_000
+    writer = connect.writer
+
+    def backstop(path: Any, **options: Any) -> sqlite3.Connection:
+        return writer(path, **{**options, "wal_autocheckpoint": pages * 4})
+
+    connect.writer = backstop
+
+    def loop() -> None:
+        conn = None
+        while True:
+            time.sleep(0.05)
+            files = results_files(db_dir) if db_dir.exists() else []
+            if not files:
+                continue
+            wal = files[-1].with_name(files[-1].name + "-wal")
+            try:
+                size = os.stat(wal).st_size
+            except FileNotFoundError:
+                continue
+            if size < pages * 4096:
+                continue
+            if conn is None:
+                conn = sqlite3.connect(files[-1], isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    threading.Thread(target=loop, name="checkpointer", daemon=True).start()
 
 
 def _reuse_port() -> None:
