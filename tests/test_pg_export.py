@@ -103,6 +103,12 @@ async def test_live_runs_and_the_rows_after_the_cut(
     assert len(await _build_live(pg_db)) == 1
     assert pg_db.psql("SELECT count(*), sum(rows) FROM export_segments") == "1|6"
     assert await _export(service) == pages
+    # csv from the same runs (stored many items a line-separated text): a row each
+    resp = await service.health.get("/api/results?format=csv")
+    assert resp.status == 200
+    lines = (await resp.text()).splitlines()
+    assert len(lines) == 7 and lines[0].startswith("file,id,")
+    assert [int(line.split(",")[1]) for line in lines[1:]] == [r["id"] for r in pages]
 
 
 def _items(ids: list[int]) -> list[str]:
@@ -110,8 +116,12 @@ def _items(ids: list[int]) -> list[str]:
 
 
 async def _stream(blocks: list[list[int]], known: bool) -> AsyncIterator[Block]:
+    """Rows with their ids (`known`), or runs as stored: one text, ids unknown."""
     for ids in blocks:
-        yield Block(_items(ids), ids[0], ids[-1], ids if known else None)
+        if known:
+            yield Block(_items(ids), ids[0], ids[-1], ids)
+        else:
+            yield Block(["\n".join(_items(ids))], ids[0], ids[-1], packed=True)
 
 
 async def test_merge_orders_overlapping_blocks_by_id() -> None:
@@ -121,9 +131,10 @@ async def test_merge_orders_overlapping_blocks_by_id() -> None:
     out = [
         item_id(t)
         for chunk in [c async for c in merged([_stream(runs, False), _stream(rows, True)])]
-        for t in chunk
+        for t in "\n".join(chunk).split("\n")
     ]
     assert out == [20, 19, 18, 17, 16, 13, 12, 11, 10, 9, 8, 1]
     # disjoint blocks go out whole, one chunk each
     chunks = [c async for c in merged([_stream([[9, 8], [5, 4]], False), _stream([[7, 6]], True)])]
-    assert [len(c) for c in chunks] == [2, 2, 2]
+    assert [len(c) for c in chunks] == [1, 2, 1]  # runs as stored, rows one by one
+    assert [item_id(t) for c in chunks for t in "\n".join(c).split("\n")] == [9, 8, 7, 6, 5, 4]

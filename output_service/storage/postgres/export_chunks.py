@@ -206,7 +206,7 @@ async def _runs(
     )
     while rows := await cur.fetch(1, timeout=limit_s):
         last_id, first_id, items = rows[0]
-        yield Block(items.split("\n"), last_id, first_id)
+        yield Block([items], last_id, first_id, packed=True)
 
 
 def _uncovered(parts: list[schema.Partition], segments: list[Segment]) -> list[Received]:

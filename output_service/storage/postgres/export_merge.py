@@ -39,12 +39,17 @@ class Block:
     hi: int
     lo: int
     ids: list[int] | None = None
+    packed: bool = False  # items[0] holds them all, one a line (a run as stored)
+
+    def unpacked(self) -> list[str]:
+        return self.items[0].split("\n") if self.packed else self.items
 
 
 async def merged(streams: list[AsyncIterator[Block]]) -> AsyncIterator[list[str]]:
     """Every item of `streams` by id, newest first. Each stream yields its blocks by
     highest id, newest first (they may overlap each other). Holds one block per
-    stream, plus the rest of any block split."""
+    stream, plus the rest of any block split. A packed block that goes out whole
+    goes out as it is: one element of many lines (see `Reads.iter_results`)."""
     heap: list[tuple[int, int, Block, int]] = []  # (-hi, tie-break, block, stream or -1)
     order = 0
 
@@ -69,11 +74,12 @@ async def merged(streams: list[AsyncIterator[Block]]) -> AsyncIterator[list[str]
             yield block.items
             continue
         bound = -heap[0][0]
-        ids = block.ids if block.ids is not None else [item_id(t) for t in block.items]
+        items = block.unpacked()
+        ids = block.ids if block.ids is not None else [item_id(t) for t in items]
         cut = 0
         while cut < len(ids) and ids[cut] > bound:
             cut += 1
         cut = max(cut, 1)  # never stall on an id given twice
-        yield block.items[:cut]
+        yield items[:cut]
         if cut < len(ids):
-            push(Block(block.items[cut:], ids[cut], block.lo, ids[cut:]), -1)
+            push(Block(items[cut:], ids[cut], block.lo, ids[cut:]), -1)
