@@ -138,3 +138,20 @@ async def test_merge_orders_overlapping_blocks_by_id() -> None:
     chunks = [c async for c in merged([_stream([[9, 8], [5, 4]], False), _stream([[7, 6]], True)])]
     assert [len(c) for c in chunks] == [1, 2, 1]  # runs as stored, rows one by one
     assert [item_id(t) for c in chunks for t in "\n".join(c).split("\n")] == [9, 8, 7, 6, 5, 4]
+
+
+async def test_a_live_segment_is_bounded(
+    start_service: StartService,
+    pg_db: PgDatabase,
+    no_lag: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(export_chunks, "LIVE_MAX_ROWS", 2)
+    service = await start_service(storage="postgres", database_url=pg_db.url)
+    for minute in range(3):  # three transactions, three arrival times
+        await _post(service, _batch(A, [minute + 1], minute), "n1")
+    assert len(await _build_live(pg_db)) == 1
+    assert pg_db.psql("SELECT rows FROM export_segments") == "2"
+    assert len(await _build_live(pg_db)) == 1
+    assert pg_db.psql("SELECT rows FROM export_segments ORDER BY seg_from").split() == ["2", "1"]
+    assert await _export(service) == await _pages(service)

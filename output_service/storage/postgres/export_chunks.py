@@ -41,6 +41,9 @@ from output_service.storage.seam import ResultFilter
 KIND = "export"
 CHUNK_ITEMS = 5000
 LIVE_MIN_ROWS = CHUNK_ITEMS  # rows behind the cut before a live segment is rendered
+# rows of one live segment, one a maintenance pass (~1 s of the database's CPU): the
+# rendering competes with ingest for it, so it is bounded, not kept up at any rate
+LIVE_MAX_ROWS = 20_000
 EVERYTHING = ResultFilter()
 _RUNS = (
     "SELECT last_id, first_id, items FROM export_chunks WHERE part = ANY($1::text[])"
@@ -148,7 +151,7 @@ async def build(conn: Conn, part: closed_parts.Closed, limit_s: float) -> None:
 
 async def build_live(conn: Conn, limit_s: float, min_rows: int = LIVE_MIN_ROWS) -> list[str]:
     """Render a segment of each partition still taking rows once `min_rows` have arrived
-    behind the live cut; the partitions rendered. One instance per partition at a time.
+    behind the live cut (at most LIVE_MAX_ROWS of them); the partitions rendered. One instance per partition at a time.
     A partition with a stale segment (a row committed behind an earlier cut) is
     rendered again from its start."""
     # before any snapshot that renders: every row that arrived before `cut` is in it
@@ -175,7 +178,20 @@ async def build_live(conn: Conn, limit_s: float, min_rows: int = LIVE_MIN_ROWS) 
                 todo.end,
                 timeout=limit_s,
             )
-            if behind >= min_rows and await _render(conn, part.name, todo, limit_s):
+            if behind < min_rows:
+                continue
+            if behind > LIVE_MAX_ROWS:  # end the segment at the arrival of the row past it
+                end = await conn.fetchval(
+                    "SELECT received_at FROM ping_results WHERE received_at >= $1"
+                    " AND received_at < $2 ORDER BY received_at OFFSET $3 LIMIT 1",
+                    todo.start,
+                    todo.end,
+                    LIVE_MAX_ROWS,
+                    timeout=limit_s,
+                )
+                if end > todo.start:  # else one transaction holds them all: render it whole
+                    todo = Received(todo.start, end)
+            if await _render(conn, part.name, todo, limit_s):
                 done.append(part.name)
     return done
 

@@ -31,7 +31,11 @@ async def build_pending(conn: Conn, budget_s: float | None = BUDGET_S) -> list[s
     have_targets = await closed_parts.built(conn, targets_key, span.closed)
     have_export = await closed_parts.built(conn, export_chunks.KIND, span.closed)
     # the partitions still taking rows first: a segment is a few seconds at most
-    done = [f"{name}/live-export" for name in await export_chunks.build_live(conn, BUILD_TIMEOUT_S)]
+    done: list[str] = []
+    while live := await export_chunks.build_live(conn, BUILD_TIMEOUT_S):
+        done += [f"{name}/live-export" for name in live]
+        if budget_s is not None:  # one segment a pass; all of them when unbudgeted
+            break
     for part in span.closed:
         for kind, have in ((targets_key, have_targets), (export_chunks.KIND, have_export)):
             if part.name in have:
