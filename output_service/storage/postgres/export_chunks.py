@@ -152,8 +152,8 @@ async def build(conn: Conn, part: closed_parts.Closed, limit_s: float) -> None:
 async def build_live(conn: Conn, limit_s: float, min_rows: int = LIVE_MIN_ROWS) -> list[str]:
     """Render a segment of each partition still taking rows once `min_rows` have arrived
     behind the live cut (at most LIVE_MAX_ROWS of them); the partitions rendered. One
-    instance per partition at a time. A partition with a stale segment (a row committed behind an earlier cut) is
-    rendered again from its start."""
+    instance per partition at a time. A partition with a stale segment (a row
+    committed behind an earlier cut) is rendered again from its start."""
     # before any snapshot that renders: every row that arrived before `cut` is in it
     cut: dt.datetime = await conn.fetchval(CUT_SQL, LIVE_LAG, timeout=limit_s)
     span = await closed_parts.span(conn)
