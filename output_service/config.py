@@ -97,7 +97,7 @@ class Config:
     idempotency_max_keys: int = _setting(
         1_000_000, "most idempotency keys held in memory", minimum=1
     )
-    cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
+    cache_size_mb: int = _setting(16, "SQLite page cache of the writer in MB", minimum=1)
     wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints", minimum=0)
     seal_wait_s: float = _setting(
         5.0, "sealing a rotated file waits this long for its readers to let go", positive=True
