@@ -17,16 +17,17 @@ short steps, each with a fresh deadline, so no single statement (and no
 snapshot) lives long.
 
 Reads yield to ingest. A lower nice value is not enough on its own: the read
-threads share the GIL with the event loop ingest runs on, and Python hands
-the GIL over in turns whatever the threads' priorities (measured: one client
-looping over the queries cost ingest two thirds of its rate with the read
-threads at nice 10). So while `ingest_busy()` says ingest is working, the
-steps of all reads together use at most `share_while_ingesting` of one
-core's time: each step's CPU time (on its thread) is charged, and the next
-step of any read waits until the charge is paid back at that share (at most
-MAX_PAUSE_S after any one step). The wait is inside the slot, so under
-ingest reads take longer and more of them find the slots taken (503), which
-is the order of priority wanted. With ingest idle nothing waits.
+threads share the GIL with the event loop ingest runs on, and Python hands the
+GIL over in turns whatever the threads' priorities (measured: one client
+looping over the queries cost ingest 35% of its rate with the read threads at
+nice 10, 20 readers 53%; BENCHMARKS.md, "Query API, round three"). So while
+`ingest_busy()` says ingest is working, the steps of all reads together use at
+most `share_while_ingesting` of one core's time: each step's CPU time (on its
+thread) is charged, and the next step of any read waits until the charge is
+paid back at that share (at most MAX_PAUSE_S after any one step). The wait is
+inside the slot, so under ingest reads take longer and more of them find the
+slots taken (503), which is the order of priority wanted. With ingest idle
+nothing waits.
 """
 
 from __future__ import annotations
