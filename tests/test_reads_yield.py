@@ -133,3 +133,76 @@ async def test_the_service_with_share_1_never_yields(start_service: StartService
 def test_a_share_outside_0_to_1_is_refused(share: float) -> None:
     with pytest.raises(ConfigError, match="read_share_while_ingesting"):
         Config(read_share_while_ingesting=share).validate()
+
+
+async def test_two_reads_while_ingest_is_busy_take_turns_step_by_step() -> None:
+    """Two reads, 3 steps each, in both slots while ingest is busy: the steps run
+    one at a time (counted inside the steps, on the read threads), and the pause
+    is the gate's; with ingest idle the same two reads run steps side by side."""
+    busy = [True]
+    gate = ReadGate(2, 5.0, ingest_busy=lambda: busy[0], share_while_ingesting=0.5)
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+
+    def counted(_: float) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            burn_cpu(0.01)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    async def read() -> None:
+        async with gate.slot() as steps:
+            for _ in range(3):
+                await steps.run(counted)
+
+    try:
+        async with asyncio.timeout(10):
+            await asyncio.gather(read(), read())
+        assert most[0] == 1
+        assert gate.most_busy_steps_at_once == 1 and gate.busy_steps_running == 0
+        assert gate.charged_cpu_s > 0.0
+
+        # idle: no turns, both slots' steps can be on the read threads at once
+        busy[0] = False
+        both = threading.Barrier(2, timeout=5)
+        async with asyncio.timeout(10):
+            await asyncio.gather(gate.run(lambda _: both.wait()), gate.run(lambda _: both.wait()))
+    finally:
+        gate.close()
+
+
+async def test_the_live_files_summary_is_extended_in_bounded_chunks(
+    start_service: StartService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 4 ids a chunk, 10 results stored in one batch are summarised in
+    exactly ceil(10 / 4) = 3 chunks, 5 more in 2 (each range read once, whoever
+    reads it), and /api/targets answers the same numbers as one pass would."""
+    from output_service.storage.sqlite.reads import partials
+
+    monkeypatch.setattr(partials, "CHUNK_ROWS", 4)
+    service = await start_service(read_share_while_ingesting=1.0)
+    cache = service.services.storage.reads.partial_cache  # type: ignore[attr-defined]
+    assert cache.chunk_rows == 4
+    ips = ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+    first = [make_result(ips[i % 3], hops=2) for i in range(10)]
+    assert (await service.results.post("/results", json=first)).status == 200
+    resp = await service.health.get("/api/targets?sort=results")
+    assert resp.status == 200
+    counts = {row["ip"]: row["results"] for row in (await resp.json())["targets"]}
+    assert counts == {ips[0]: 4, ips[1]: 3, ips[2]: 3}
+    assert cache.chunks_read == 3
+
+    second = [make_result(ips[2], hops=2) for _ in range(5)]
+    assert (await service.results.post("/results", json=second)).status == 200
+    resp = await service.health.get("/api/targets?sort=results")
+    assert resp.status == 200
+    counts = {row["ip"]: row["results"] for row in (await resp.json())["targets"]}
+    # read back independently from the file
+    stored = dict(service.rows("SELECT ip, count(*) FROM ping_results GROUP BY ip"))
+    assert counts == stored == {ips[0]: 4, ips[1]: 3, ips[2]: 8}
+    assert cache.chunks_read == 3 + 2

@@ -24,7 +24,10 @@ nice 10, 20 readers 53%; BENCHMARKS.md, "Query API, round three"). So while
 `ingest_busy()` says ingest is working, the steps of all reads together use at
 most `share_while_ingesting` of one core's time: each step's CPU time (on its
 thread) is charged, and the next step of any read waits until the charge is
-paid back at that share (at most MAX_PAUSE_S after any one step). The wait is
+paid back at that share (at most MAX_PAUSE_S after any one step). While
+ingest is busy the steps also take turns, one at a time across all slots: the
+pause is the gate's, not a slot's, so two paused reads do not resume together
+and run two steps' worth of CPU before either is charged. The wait is
 inside the slot, so under ingest reads take longer and more of them find the
 slots taken (503), which is the order of priority wanted. With ingest idle
 nothing waits.
@@ -73,6 +76,10 @@ class ReadGate:
         self._resume_at = 0.0  # monotonic: while ingest is busy, no step starts before
         self.charged_cpu_s = 0.0  # read CPU charged while ingest was busy (metrics, tests)
         self.waiting_for_ingest = 0  # reads paused right now, yielding to ingest
+        # while ingest is busy one step runs at a time (its pause included)
+        self._turn = asyncio.Lock()
+        self.busy_steps_running = 0  # steps running now that took the turn
+        self.most_busy_steps_at_once = 0  # the most of those at once (tests)
         self._slots = asyncio.Semaphore(max_concurrent)
         self._pool = ThreadPoolExecutor(
             max_concurrent, thread_name_prefix="read", initializer=_lower_priority
@@ -143,6 +150,24 @@ class ReadGate:
             finally:
                 self.waiting_for_ingest -= 1
 
+    @contextlib.asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Around one step: while ingest is busy, wait for the turn (one step of
+        any read at a time), then for the pause; with ingest idle, nothing."""
+        if not self.ingest_is_busy():
+            yield
+            return
+        async with self._turn:
+            await self.yield_to_ingest()
+            self.busy_steps_running += 1
+            self.most_busy_steps_at_once = max(
+                self.most_busy_steps_at_once, self.busy_steps_running
+            )
+            try:
+                yield
+            finally:
+                self.busy_steps_running -= 1
+
     def charge(self, cpu_s: float) -> None:
         """After a step: its CPU time, paid back at the share while ingest is busy."""
         busy = self._ingest_busy
@@ -171,7 +196,11 @@ class Steps:
     async def run(self, step: Callable[[float], T]) -> T:
         """Run `step(deadline)` (a monotonic time) on a read thread."""
         gate = self._gate
-        await gate.yield_to_ingest()
+        async with gate.turn():
+            return await self._run(step)
+
+    async def _run(self, step: Callable[[float], T]) -> T:
+        gate = self._gate
         deadline = time.monotonic() + gate.timeout_s
         loop = asyncio.get_running_loop()
         used = [0.0]

@@ -8,6 +8,14 @@ read once; the live file costs only what arrived since the last query. This is
 the rollup /api/targets needs to answer over a week of data in well under a
 second, built by the reader alone: the writer's transaction stays as it is.
 
+The extension runs in chunks of at most `CHUNK_ROWS` ids, one read step each,
+with the merge into the cached partial a step of its own: while ingest is busy
+the read gate paces reads between steps (read_gate.py), and a step it charges
+only after it ran, so one step over everything ingested since the last query
+(tens of thousands of rows) would use the CPU first and pay it back later. The
+chunks read so far are kept with the entry, so a read that stops (deadline,
+cancellation) leaves them for the next one.
+
 Identity is (name, inode, device): a file recreated under the same name (a
 restore) is a new entry. Entries for files no longer listed are dropped.
 """
@@ -33,12 +41,18 @@ if TYPE_CHECKING:
 
 MAX_ENTRIES = 64
 MAX_MERGED = 16
+# ids per chunk of an extension: about 0.05-0.1 s of CPU on the bench's rows
+# (10-hop results), well under what the gate's pause after one step can repay
+CHUNK_ROWS = 5_000
 
 
 @dataclass(slots=True)
 class _Partial:
     upto: int
     acc: TargetAccumulator
+    # rows (upto, pending[0]] read in chunks, not yet merged into `acc`: private
+    # to the cache (never handed out), so chunks are merged into it in place
+    pending: tuple[int, TargetAccumulator] | None = None
 
 
 Seed = Callable[[Path], "tuple[int, TargetAccumulator] | None"]
@@ -60,7 +74,9 @@ def summarize(
 
 
 class PartialCache:
-    def __init__(self, seed: Seed | None = None) -> None:
+    def __init__(self, seed: Seed | None = None, chunk_rows: int | None = None) -> None:
+        self.chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
+        self.chunks_read = 0  # chunks summarised (tests, metrics)
         # where an unfiltered partial can start from instead of row 0: a sealed
         # file's summary kept in its side file (prerender.py)
         self._seed = seed
@@ -75,7 +91,13 @@ class PartialCache:
             ResultFilter, tuple[tuple[int, ...], TargetAccumulator, list[TargetAccumulator]]
         ] = {}
 
-    def get(self, conn: _Conn, path: Path, flt: ResultFilter, deadline: float) -> TargetAccumulator:
+    def step(
+        self, conn: _Conn, path: Path, flt: ResultFilter, deadline: float, goal: int | None
+    ) -> tuple[TargetAccumulator | None, int]:
+        """One bounded step towards the file's partial over ids up to `goal` (None:
+        the file's largest id now). Returns the partial once it covers `goal`, else
+        None, with the goal to pass to the next step: a read extends to what was
+        there when it started, not chasing ingest."""
         st = os.stat(path)
         key = (path.name, st.st_ino, st.st_dev, flt)
         with self._locks_lock:
@@ -87,16 +109,24 @@ class PartialCache:
         if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
             raise ReadTimedOut(f"waited too long for the summary of {path.name}")
         try:
-            return self._extended(conn, path, key, deadline)
+            return self._extended(conn, path, key, deadline, goal)
         finally:
             lock.release()
 
     def _extended(
-        self, conn: _Conn, path: Path, key: tuple[str, int, int, ResultFilter], deadline: float
-    ) -> TargetAccumulator:
+        self,
+        conn: _Conn,
+        path: Path,
+        key: tuple[str, int, int, ResultFilter],
+        deadline: float,
+        goal: int | None,
+    ) -> tuple[TargetAccumulator | None, int]:
         flt = key[3]
+        if goal is None:
+            goal = int(
+                conn.all("SELECT coalesce(max(id), 0) FROM ping_results", {}, deadline)[0][0]
+            )
         entry = self._entries.get(key)
-        top = int(conn.all("SELECT coalesce(max(id), 0) FROM ping_results", {}, deadline)[0][0])
         if entry is None and self._seed is not None and flt == ResultFilter():
             kept = self._seed(path)
             if kept is not None:
@@ -104,16 +134,25 @@ class PartialCache:
                 self._remember(key, entry)
         if entry is None:
             entry = _Partial(0, TargetAccumulator())
-        if top > entry.upto:
-            delta = summarize(lambda sql, p: conn.all(sql, p, deadline), flt, (entry.upto, top))
-            merged = TargetAccumulator()
-            merged.merge(entry.acc)
-            merged.merge(delta)
-            merged.compact()
-            entry = _Partial(top, merged)
             self._remember(key, entry)
-        # shared, not copied: merging reads an accumulator and never changes it
-        return entry.acc
+        if entry.upto >= goal:
+            # shared, not copied: merging reads an accumulator and never changes it
+            return entry.acc, goal
+        read_to, pending = entry.pending or (entry.upto, TargetAccumulator())
+        if read_to < goal:
+            upto = min(goal, read_to + self.chunk_rows)
+            pending.merge(
+                summarize(lambda sql, p: conn.all(sql, p, deadline), flt, (read_to, upto))
+            )
+            self.chunks_read += 1
+            entry.pending = (upto, pending)
+            return None, goal
+        merged = TargetAccumulator()
+        merged.merge(entry.acc)
+        merged.merge(pending)
+        merged.compact()
+        self._remember(key, _Partial(read_to, merged))
+        return merged, goal
 
     def _remember(self, key: tuple[str, int, int, ResultFilter], entry: _Partial) -> None:
         if key not in self._entries and len(self._entries) >= MAX_ENTRIES:

@@ -100,6 +100,11 @@ class SqliteReads:
         self._partials = PartialCache(None if sides is None else sides.summary)
         self._sides = sides
 
+    @property
+    def partial_cache(self) -> PartialCache:
+        """The per-file target summaries (its counters are read by tests)."""
+        return self._partials
+
     # -- results ---------------------------------------------------------------
 
     async def recent(self, limit: int, ip: str | None) -> list[dict[str, Any]]:
@@ -196,18 +201,34 @@ class SqliteReads:
     async def _partials_of(
         self, steps: Steps, flt: ResultFilter
     ) -> list[tuple[Path, TargetAccumulator]]:
-        """Each file's cached partial, extended by the rows that arrived since: one
-        step (one deadline) per file, so a cold start is not one long statement."""
+        """Each file's cached partial, extended by the rows that arrived since, in
+        bounded steps (partials.py), so a cold start or a long ingest since the
+        last query is many short steps, paced while ingest is busy."""
         parts: list[tuple[Path, TargetAccumulator]] = []
         for path in self._files():
-            acc = await steps.run(functools.partial(self._partial, path, flt))
+            acc = await self._extend(steps, path, flt)
             if acc is not None:
                 parts.append((path, acc))
         return parts
 
-    def _partial(self, path: Path, flt: ResultFilter, deadline: float) -> TargetAccumulator | None:
+    async def _extend(
+        self, steps: Steps, path: Path, flt: ResultFilter
+    ) -> TargetAccumulator | None:
+        """One file's partial, step by step; None when the file went away."""
+        goal: int | None = None
+        while True:
+            got = await steps.run(functools.partial(self._partial_step, path, flt, goal))
+            if got is None:
+                return None
+            acc, goal = got
+            if acc is not None:
+                return acc
+
+    def _partial_step(
+        self, path: Path, flt: ResultFilter, goal: int | None, deadline: float
+    ) -> tuple[TargetAccumulator | None, int] | None:
         with _opened(path) as conn:
-            return None if conn is None else self._partials.get(conn, path, flt, deadline)
+            return None if conn is None else self._partials.step(conn, path, flt, deadline, goal)
 
     async def warm_targets(self, stopping: Callable[[], bool] = lambda: False) -> None:
         """Build the partials of /api/targets over everything, and the merge of
@@ -219,7 +240,8 @@ class SqliteReads:
         for path in self._files():
             if stopping():
                 return
-            acc = await self._gate.run(functools.partial(self._partial, path, flt))
+            async with self._gate.slot() as steps:
+                acc = await self._extend(steps, path, flt)
             if acc is not None:
                 parts.append((path, acc))
         await self._gate.run(lambda _: self._partials.merged(flt, parts[1:]))
