@@ -7,8 +7,10 @@ seven daily partitions, six closed and today's filling, as a week of live
 traffic leaves them), runs `ANALYZE` (what autovacuum would do soon after a
 load), builds the closed partitions' summaries (what the maintenance pass of a
 service running that week would have done), starts the service as a process
-with `--storage postgres`, and takes the same measurements as
-`bench.query_bench.measure`, plus the first /api/targets after start-up.
+with `--storage postgres`, and takes the same query measurements as
+`bench.query_bench.measure` (the export three times, the median), plus the
+first /api/targets after start-up; the reader clients of the ingest figures
+run in a process of their own at nice 19 (`bench.pg_readers`).
 Prints the figures and appends a section to BENCHMARKS.md.
 
     python -m bench.pg_query_bench --dir bench-data
@@ -20,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,12 +32,27 @@ import time
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 
 from bench.payload import pool_file
 from bench.pg_query_data import load
-from bench.query_bench import _free_port, measure, wait_for_port
+from bench.query_bench import (
+    PAGE_FILTERS,
+    WEEK,
+    Sampler,
+    _free_port,
+    export,
+    hammer_urls,
+    ingest_rate,
+    query_loop_urls,
+    timed,
+    wait_for_port,
+)
+from bench.query_data import target_ip
 from output_service.storage.postgres.summaries import build_pending
+
+INGEST_S = 10.0
 
 
 def main() -> None:
@@ -137,10 +156,69 @@ def _measure(url: str, work: Path) -> dict[str, object]:
         with urllib.request.urlopen(f"{base}/api/targets", timeout=120) as resp:
             resp.read()
         cold = {"targets_all_first_after_start_ms": round((time.perf_counter() - t0) * 1000)}
-        return cold | asyncio.run(measure(base, f"http://127.0.0.1:{port}/results", proc.pid, pool))
+        figures = cold | asyncio.run(_queries(base, proc.pid))
+        return figures | _ingest(base, f"http://127.0.0.1:{port}/results", pool)
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+async def _queries(base: str, pid: int) -> dict[str, object]:
+    """The query figures of `bench.query_bench.measure`, same requests and medians."""
+    out: dict[str, object] = {}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as s:
+        out["targets_all_ms"] = round(await timed(s, f"{base}/api/targets"), 1)
+        weeks = [f"{base}/api/targets/{target_ip(k)}?{WEEK}&step=1h" for k in (1, 500, 4999)]
+        out["target_week_1h_ms"] = round(
+            statistics.median([await timed(s, u, 3) for u in weeks]), 1
+        )
+        for name, q in PAGE_FILTERS.items():
+            out[f"results_page_{name}_ms"] = round(
+                await timed(s, f"{base}/api/results?limit=100&{q}"), 1
+            )
+        routes = [f"{base}/api/routes?ip={target_ip(k)}&{WEEK}" for k in (1, 500, 4999)]
+        out["routes_week_ms"] = round(statistics.median([await timed(s, u, 3) for u in routes]), 1)
+        with Sampler(pid) as few:
+            await export(s, f"{base}/api/results?format=ndjson&ip={target_ip(3)}")
+        rates = []
+        with Sampler(pid) as many:
+            for _ in range(3):
+                lines, seconds = await export(s, f"{base}/api/results?format=ndjson")
+                rates.append(lines / seconds)
+        out["export_results"] = lines
+        out["export_results_per_s"] = round(statistics.median(rates))
+        out["export_results_per_s_runs"] = " ".join(f"{r:,.0f}" for r in rates)
+        out["export_peak_rss_mb_all"] = round(many.peak / 1024, 1)
+        out["export_peak_rss_mb_one_target"] = round(few.peak / 1024, 1)
+    return out
+
+
+def _ingest(base: str, results_url: str, pool: Path) -> dict[str, object]:
+    """Ingest alone, then while reader clients loop: in a process of their own at nice
+    19 (`bench.pg_readers`), so they take only the CPU the service, the database and
+    the posting clients leave."""
+    out: dict[str, object] = {}
+    alone = round(ingest_rate(results_url, pool, INGEST_S))
+    out["ingest_alone_results_per_s"] = alone
+    for name, urls, clients in (
+        ("one_query_loop", query_loop_urls(base), 1),
+        ("20_readers", hammer_urls(base), 20),
+        ("20_health_readers", [f"{base}/health"], 20),  # the control: nothing read
+    ):
+        readers = subprocess.Popen(
+            [sys.executable, "-m", "bench.pg_readers", "--clients", str(clients),
+             "--seconds", str(INGEST_S + 3), *urls],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            rate = round(ingest_rate(results_url, pool, INGEST_S))
+        finally:
+            counts, _ = readers.communicate(timeout=120)
+        out[f"ingest_with_{name}_results_per_s"] = rate
+        out[f"ingest_with_{name}_kept_pct"] = round(100 * rate / alone, 1)
+        out[f"ingest_with_{name}_reader_statuses"] = json.loads(counts)
+    out["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return out
 
 
 if __name__ == "__main__":

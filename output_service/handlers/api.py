@@ -83,7 +83,7 @@ async def _stream(
         if parsed.format == "ndjson":
             await response.write(("\n".join(chunk) + "\n").encode())
         else:
-            items = [msgspec.json.decode(text) for text in chunk]
+            items = [msgspec.json.decode(line) for text in chunk for line in text.split("\n")]
             await response.write(csv_text(items, header=header).encode())
             header = False
     if response is None:

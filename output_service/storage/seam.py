@@ -190,7 +190,9 @@ class Reads(Protocol):
 
     def iter_results(self, flt: ResultFilter) -> AsyncIterator[list[str]]:
         """Every matching result, newest first, streamed with flat memory: chunks
-        of items already encoded as JSON text (an export writes them as they are)."""
+        of items already encoded as JSON text (an export writes them as they are).
+        An element may hold several items, one a line (pre-rendered runs go out
+        as stored); JSON text never holds a raw newline."""
         ...
 
     async def targets(self, query: TargetQuery) -> list[dict[str, Any]]: ...

@@ -132,8 +132,9 @@ class PgReads:
         """Every match as JSON text, newest first, from server-side cursors in one
         read-only snapshot: the server holds the position, this process only one
         chunk. (A PostgreSQL snapshot does not block the writers, only vacuum.)
-        Everything, unfiltered: closed partitions' pre-rendered runs
-        (`export_chunks`); with a filter: one statement over the rows it selects."""
+        Everything, unfiltered: the pre-rendered runs and the rows after them,
+        merged by id (`export_chunks`); with a filter: one statement over the rows
+        it selects. Either way in the order of the pages (id, newest first)."""
         async with (
             self.gate.slot(),
             self._pool().acquire() as conn,
@@ -143,8 +144,8 @@ class PgReads:
             if flt == export_chunks.EVERYTHING:
                 chunks = export_chunks.everything(conn, EXPORT_CHUNK, timeout)
             else:
-                chunks = export_chunks.rendered(conn, queries.items(flt, None, None), EXPORT_CHUNK,
-                                                timeout)  # fmt: skip
+                chunks = _items(export_chunks.rendered(conn, queries.items(flt, None, None),
+                                                       EXPORT_CHUNK, timeout))  # fmt: skip
             try:
                 async for chunk in chunks:
                     yield chunk
@@ -200,6 +201,11 @@ class PgReads:
     async def hops(self, limit: int, offset: int) -> dict[str, Any]:
         """/api/hops from the shared hop tables (the same reply shape as on SQLite)."""
         return await self._read(lambda c, t, _: hop_listing(c, limit, offset, t))
+
+
+async def _items(rows: AsyncIterator[list[tuple[int, str]]]) -> AsyncIterator[list[str]]:
+    async for chunk in rows:
+        yield [item for _, item in chunk]
 
 
 def _target(r: asyncpg.Record) -> dict[str, Any]:

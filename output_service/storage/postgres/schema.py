@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from output_service.storage.postgres.connection import Conn
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # pg_advisory_xact_lock keys: any constant; these spell "outs" and "part".
 MIGRATION_LOCK = 0x6F757473
 PARTITION_LOCK = 0x70617274
@@ -154,7 +154,27 @@ EXCEPTION WHEN OTHERS THEN NULL;
 END $$;
 """
 
-MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2}
+# Export runs of the partitions still taking rows, rendered up to a live cut
+# (postgres/export_chunks.py): each run names the segment of arrival time it was
+# rendered from, and its lowest id (the export merges runs by id). The runs
+# rendered by version 2 have neither, so they are rendered again.
+_V3 = """
+DELETE FROM export_chunks;
+DELETE FROM partition_summaries WHERE kind = 'export';
+ALTER TABLE export_chunks
+    ADD COLUMN seg_from timestamptz NOT NULL,
+    ADD COLUMN first_id bigint NOT NULL;
+CREATE TABLE export_segments (
+    part text NOT NULL,
+    seg_from timestamptz NOT NULL,
+    seg_to timestamptz NOT NULL,
+    rows bigint NOT NULL,
+    id_sum numeric NOT NULL,
+    PRIMARY KEY (part, seg_from)
+);
+"""
+
+MIGRATIONS: dict[int, str] = {1: _V1, 2: _V2, 3: _V3}
 
 
 class SchemaError(Exception):
@@ -254,6 +274,8 @@ async def ensure_partitions(conn: Conn, now: dt.datetime, days: float, ahead: in
 
 
 HOP_IP_INDEX = "ip_idx"
+# the read side's summaries, by partition name (dropped with their partitions)
+SUMMARY_TABLES = ("partition_summaries", "target_partials", "export_chunks", "export_segments")
 
 
 async def seal_partitions(conn: Conn, now: dt.datetime) -> list[str]:
@@ -295,7 +317,7 @@ async def drop_expired(conn: Conn, now: dt.datetime, retention_days: float) -> l
                     await conn.execute(f'DROP TABLE "{part.name}"')
                     dropped.append(part.name)
         if dropped:
-            for table in ("partition_summaries", "target_partials", "export_chunks"):
+            for table in SUMMARY_TABLES:
                 # the read side's summaries of what was dropped (postgres/closed.py)
                 await conn.execute(f"DELETE FROM {table} WHERE part = ANY($1::text[])", dropped)
             oldest = await partitions(conn)

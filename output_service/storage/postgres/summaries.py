@@ -21,15 +21,21 @@ BUILD_TIMEOUT_S = 60.0  # one statement of a build
 
 
 async def build_pending(conn: Conn, budget_s: float | None = BUDGET_S) -> list[str]:
-    """Build missing or stale summaries (unfiltered target partials, export runs) until
-    the budget is spent (None: all of them); the `partition/kind` names built."""
+    """Build missing or stale summaries (unfiltered target partials, export runs, and
+    the export runs of live partitions behind the cut) until the budget is spent (None:
+    all of them); the `partition/kind` names built."""
     started = time.monotonic()
     span = await closed_parts.span(conn)
     everything = ResultFilter()
     targets_key = target_partials.filter_key(everything)
     have_targets = await closed_parts.built(conn, targets_key, span.closed)
     have_export = await closed_parts.built(conn, export_chunks.KIND, span.closed)
+    # the partitions still taking rows first: a segment is a few seconds at most
     done: list[str] = []
+    while live := await export_chunks.build_live(conn, BUILD_TIMEOUT_S):
+        done += [f"{name}/live-export" for name in live]
+        if budget_s is not None:  # one segment a pass; all of them when unbudgeted
+            break
     for part in span.closed:
         for kind, have in ((targets_key, have_targets), (export_chunks.KIND, have_export)):
             if part.name in have:

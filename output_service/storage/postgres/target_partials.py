@@ -43,7 +43,7 @@ LIVE_LAG = dt.timedelta(seconds=0.5)  # the cut is at least this far behind the 
 # it are committed), and at least LIVE_LAG ago. Where other sessions' transactions are
 # hidden (another role without pg_read_all_stats), only LIVE_LAG holds, and the count
 # check below finds a row that committed behind the cut.
-_CUT = (
+CUT_SQL = (
     "SELECT least(now() - $1::interval, min(xact_start)) FROM pg_stat_activity"
     " WHERE datname = current_database() AND backend_type = 'client backend'"
     " AND pid <> pg_backend_pid()"
@@ -116,7 +116,7 @@ class TargetPartials:
     that arrived since (as the SQLite backend's cache extends a live file by id).
 
     The live part is cut by arrival time where every row before the cut is
-    committed (`_CUT`). Each extension first counts the live rows before the
+    committed (`CUT_SQL`). Each extension first counts the live rows before the
     previous cut: a row committed behind it changes that count, and the live part
     is then read again (the closed partials' merge is kept apart for that).
     The merging runs through `cpu` (off the event loop, which serves ingest).
@@ -137,7 +137,7 @@ class TargetPartials:
             if part.name not in done:
                 await build(conn, flt, part, limit_s)
         # before the snapshot below: every row that arrived before `cut` is in it
-        cut: dt.datetime = await conn.fetchval(_CUT, LIVE_LAG, timeout=limit_s)
+        cut: dt.datetime = await conn.fetchval(CUT_SQL, LIVE_LAG, timeout=limit_s)
         async with self._locks.setdefault(key, asyncio.Lock()):
             async with conn.transaction(isolation="repeatable_read", readonly=True):
                 stable = await self._advance(conn, key, flt, span, cut, limit_s, cpu)
