@@ -199,7 +199,9 @@ class SqliteReads:
         """Each file's cached partial, extended by the rows that arrived since: one
         step (one deadline) per file, so a cold start is not one long statement."""
         parts: list[tuple[Path, TargetAccumulator]] = []
-        for path in self._files():
+        files = self._files()
+        self._partials.retain(files)
+        for path in files:
             acc = await steps.run(functools.partial(self._partial, path, flt))
             if acc is not None:
                 parts.append((path, acc))
@@ -216,7 +218,9 @@ class SqliteReads:
         file is one read through the bound; ReadBusy reaches the caller."""
         flt = ResultFilter()
         parts: list[tuple[Path, TargetAccumulator]] = []
-        for path in self._files():
+        files = self._files()
+        self._partials.retain(files)
+        for path in files:
             if stopping():
                 return
             acc = await self._gate.run(functools.partial(self._partial, path, flt))
