@@ -34,6 +34,7 @@ STAGES: list[tuple[str, str]] = [
     ("sqlite: insert traceroute_results", "_TRACES.run("),
     ("sqlite: insert ping_results", "_PINGS.run("),
     ("sqlite: batches row", "_INSERT_BATCH"),
+    ("sqlite: batches row", "_BATCHES.run("),
     ("sqlite: BEGIN/COMMIT (fsync)", 'execute("COMMIT")'),
     ("sqlite: BEGIN/COMMIT (fsync)", 'execute("BEGIN IMMEDIATE")'),
     ("rows: build tuples", "ResultsFile._add_batch"),

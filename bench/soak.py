@@ -6,7 +6,7 @@ seconds. Memory should be flat: a leak shows as a slope over the run. The
 service runs with `--max-size-mb 100`, so rotations (once the service rotates
 by size) happen under load too; the slowest requests are reported.
 
-    python -m bench.soak [--rate 20] [--duration 300]
+    python -m bench.soak [--rate 20] [--duration 300] [--variant no-gc-settle]
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import contextlib
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -45,30 +44,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="requests/s (x100 results)")
     parser.add_argument("--duration", type=float, default=300.0)
     parser.add_argument("--max-size-mb", default="100")
+    parser.add_argument(
+        "--variant", default="", help="a bench.variant_service variant, or baseline (bench.server)"
+    )
     args = parser.parse_args()
     pool = pool_file(OUT, HOPS, 100, POOL[HOPS])
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
-        server = Server(
-            [
-                sys.executable,
-                "-m",
-                "output_service",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--health-port",
-                "0",
-                "--db-dir",
-                str(Path(tmp) / "data"),
-                "--input-url",
-                "",
-                "--max-size-mb",
-                args.max_size_mb,
-                "--keep-files",
-                "3",
-            ],
-            Path(tmp),
+        server = Server.service(
+            Path(tmp), "--max-size-mb", args.max_size_mb, "--keep-files", "3", variant=args.variant
         )
         samples: list[tuple[float, float]] = []
         try:

@@ -10,10 +10,12 @@ statement per table, the inserts before issue 15's second round), `switch1ms`
 `labels()` looked up per request), `sequential-hops` (the hop hook on the writer
 thread ahead of the group's inserts, as before it overlapped them), and pieces
 of the one-result path taken away to see what each costs: `no-store`,
-`no-request-log`, `trivial-handler`, `no-middleware` (combined with `+`).
+`no-request-log`, `trivial-handler`, `no-middleware` (combined with `+`);
+`memprobe` is the service unchanged with bench.memory_probe sampling its memory.
 """
 
 import asyncio
+import gc
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -46,13 +48,35 @@ def apply(variant: str) -> None:
 
         middleware._new_request_id = lambda: uuid.uuid4().hex[:16]
         Metrics.count_request = count_request  # type: ignore[method-assign]
-    elif variant in SPLIT:
+    elif "+" in variant:
         for part in variant.split("+"):
-            SPLIT[part]()
+            apply(part)
+    elif variant in SPLIT:
+        SPLIT[variant]()
     elif variant == "sequential-hops":
         _sequential_hop_hook()
     elif variant == "switch1ms":
         sys.setswitchinterval(0.001)
+    elif variant == "tailprobe":  # gc pauses and group times, from inside
+        from bench import tail_probe
+
+        tail_probe.start()
+    elif variant == "reuseport":  # bench.reuseport: several processes on one port
+        _reuse_port()
+    elif variant == "bg-checkpoint":  # the live file's checkpoints off the writer's COMMIT
+        _background_checkpoints()
+    elif variant == "no-gc-settle":  # the collector as before round three: no freeze, gen0 700
+        from output_service import gc_settle
+
+        gc_settle.settle = lambda: None
+    elif variant.startswith("gcfreeze"):  # gcfreeze, or gcfreeze50000: also gen0's threshold
+        _gc_after_startup(int(variant.removeprefix("gcfreeze") or 0))
+    elif variant.startswith("gen0-"):  # gen0-50000: only the threshold
+        gc.set_threshold(int(variant.removeprefix("gen0-")), *gc.get_threshold()[1:])
+    elif variant == "memprobe":  # the service as it is, its memory sampled from inside
+        from bench import memory_probe
+
+        memory_probe.start()
     else:
         raise SystemExit(f"unknown variant {variant!r}")
 
@@ -102,6 +126,84 @@ def _sequential_hop_hook() -> None:
         self.recorder(items)
 
     HopFeedback.before_commit = before_commit  # type: ignore[assignment,method-assign]
+
+
+def _background_checkpoints() -> None:
+    """A prototype: the writer's automatic checkpoints at 4x the pages (a
+    backstop), and a thread of its own running PASSIVE checkpoints of the newest
+    results file whenever its WAL passes `wal_autocheckpoint` pages, so the
+    writer's COMMIT no longer copies 40 MB of WAL now and then. Bench only: it
+    ignores rotation and sealing (bench runs never rotate)."""
+    import os
+    import threading
+    import time
+    from pathlib import Path
+
+    from output_service.storage.sqlite import connect
+    from output_service.storage.sqlite.file_names import results_files
+
+    db_dir = Path(sys.argv[sys.argv.index("--db-dir") + 1])
+    pages = 10_000
+    writer = connect.writer
+
+    def backstop(path: Any, **options: Any) -> sqlite3.Connection:
+        return writer(path, **{**options, "wal_autocheckpoint": pages * 4})
+
+    connect.writer = backstop
+
+    def loop() -> None:
+        conn = None
+        while True:
+            time.sleep(0.05)
+            files = results_files(db_dir) if db_dir.exists() else []
+            if not files:
+                continue
+            wal = files[-1].with_name(files[-1].name + "-wal")
+            try:
+                size = os.stat(wal).st_size
+            except FileNotFoundError:
+                continue
+            if size < pages * 4096:
+                continue
+            if conn is None:
+                conn = sqlite3.connect(files[-1], isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+    threading.Thread(target=loop, name="checkpointer", daemon=True).start()
+
+
+def _reuse_port() -> None:
+    """SO_REUSEPORT on every socket the service makes (its ports), before bind."""
+    import socket
+
+    class ReusePort(socket.socket):
+        def bind(self, address: Any) -> None:
+            self.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            super().bind(address)
+
+    socket.socket = ReusePort  # type: ignore[misc]
+
+
+def _gc_after_startup(gen0: int) -> None:
+    """gc.freeze() once storage has opened (what start-up made is never collected
+    again, so a collection no longer walks it), and gen0's threshold if given."""
+    import output_service.cli as cli
+
+    create = cli.create_results_app  # type: ignore[attr-defined]
+
+    def create_results_app(services: Any) -> web.Application:
+        made = create(services)
+
+        async def freeze(_: web.Application) -> None:
+            gc.collect()
+            gc.freeze()
+            if gen0:
+                gc.set_threshold(gen0, *gc.get_threshold()[1:])
+
+        made.on_startup.append(freeze)
+        return made
+
+    cli.create_results_app = create_results_app  # type: ignore[attr-defined]
 
 
 def _no_store() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import structlog
 from aiohttp import web
 
-from output_service import __version__
+from output_service import __version__, gc_settle
 from output_service.app import create_health_app, create_results_app, runner_options
 from output_service.config import Config, ConfigError, load_config
 from output_service.handlers.auth import log_auth_mode
@@ -126,6 +126,7 @@ async def _run(config: Config, results_sock: socket.socket, health_sock: socket.
         results_port = await _listen(results_runner, results_sock, gates[0], accept_errors)
         health_port = await _listen(health_runner, health_sock, gates[1], accept_errors)
         stop = _stop_on_signals()  # before "listening": a SIGTERM right after it drains too
+        gc_settle.settle()  # start-up's objects out of every later collection
         log.info(
             "listening",
             version=__version__,

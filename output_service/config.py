@@ -97,7 +97,7 @@ class Config:
     idempotency_max_keys: int = _setting(
         1_000_000, "most idempotency keys held in memory", minimum=1
     )
-    cache_size_mb: int = _setting(64, "SQLite page cache of the writer in MB", minimum=1)
+    cache_size_mb: int = _setting(16, "SQLite page cache of the writer in MB", minimum=1)
     wal_autocheckpoint: int = _setting(10000, "WAL pages between automatic checkpoints", minimum=0)
     seal_wait_s: float = _setting(
         5.0, "sealing a rotated file waits this long for its readers to let go", positive=True
@@ -196,6 +196,11 @@ class Config:
     read_query_timeout_s: float = _setting(
         10.0, "one step of a read stops after this many seconds (503)", minimum=0.001
     )
+    read_share_while_ingesting: float = _setting(
+        0.1,
+        "while ingest is busy, SQLite reads use at most this share of a core (1: no limit)",
+        positive=True,
+    )
     node_silent_after_s: float = _setting(
         600.0, "/api/nodes marks a node silent after this many seconds without a batch", minimum=0
     )
@@ -217,6 +222,11 @@ class Config:
         for name in ("port", "health_port"):
             if getattr(self, name) > 65535:
                 raise ConfigError(name, f"must be at most 65535, got {getattr(self, name)}")
+        if self.read_share_while_ingesting > 1:
+            raise ConfigError(
+                "read_share_while_ingesting",
+                f"must be at most 1, got {self.read_share_while_ingesting:g}",
+            )
         if self.port == self.health_port and self.port != 0:
             raise ConfigError("health_port", "must differ from port")
         if self.synchronous not in SYNCHRONOUS_MODES:

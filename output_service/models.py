@@ -141,12 +141,44 @@ class Batch:
     raw: dict[int, bytes] = field(default_factory=dict)
 
 
+# Dates and times to the second ("2026-01-02T03:04:05") that the full check
+# below has accepted: a batch's timestamps share few seconds, so the common UTC
+# form skips the regular expression and datetime's parse (BENCHMARKS.md, round
+# three). Only the event loop decodes; bounded by clearing.
+_SECONDS_CHECKED: dict[str, None] = {}
+_SECONDS_CHECKED_MAX = 4096
+
+
 def normalize_timestamp(text: str) -> str:
     """RFC 3339 with any offset and up to nanoseconds -> fixed-width UTC text.
 
     Python's datetime stops at microseconds, so the fraction is carried over as
     text: an offset is whole minutes and never changes the sub-second digits.
     """
+    head = text[:19]
+    if head in _SECONDS_CHECKED:  # "...05Z" or "...05.<1 to 9 ASCII digits>Z"
+        rest = text[19:]
+        if rest == "Z":
+            return f"{head}.000000000Z"
+        fraction = rest[1:-1]
+        if (
+            rest[:1] == "."
+            and rest[-1:] == "Z"
+            and 0 < len(fraction) <= 9
+            and fraction.isascii()
+            and fraction.isdigit()
+        ):
+            return f"{head}.{fraction.ljust(9, '0')}Z"
+    stored = _normalize_timestamp_checked(text)
+    if text[10:11] == "T" and text[19:20] in ("Z", ".") and stored.startswith(head):
+        if len(_SECONDS_CHECKED) >= _SECONDS_CHECKED_MAX:
+            _SECONDS_CHECKED.clear()
+        _SECONDS_CHECKED[head] = None
+    return stored
+
+
+def _normalize_timestamp_checked(text: str) -> str:
+    """`normalize_timestamp` by the full check: the pattern, then datetime."""
     match = _TIMESTAMP.fullmatch(text)
     if match is None:
         raise ValueError("expected an RFC 3339 timestamp like 2026-01-02T03:04:05.5Z")

@@ -15,6 +15,18 @@ Read threads run at a lower CPU priority than the rest of the process. A
 stream (an export) holds one slot for its whole length but runs as many
 short steps, each with a fresh deadline, so no single statement (and no
 snapshot) lives long.
+
+Reads yield to ingest. A lower nice value is not enough on its own: the read
+threads share the GIL with the event loop ingest runs on, and Python hands
+the GIL over in turns whatever the threads' priorities (measured: one client
+looping over the queries cost ingest two thirds of its rate with the read
+threads at nice 10). So while `ingest_busy()` says ingest is working, the
+steps of all reads together use at most `share_while_ingesting` of one
+core's time: each step's CPU time (on its thread) is charged, and the next
+step of any read waits until the charge is paid back at that share (at most
+MAX_PAUSE_S after any one step). The wait is inside the slot, so under
+ingest reads take longer and more of them find the slots taken (503), which
+is the order of priority wanted. With ingest idle nothing waits.
 """
 
 from __future__ import annotations
@@ -32,16 +44,34 @@ from output_service.storage.seam import ReadBusy
 
 T = TypeVar("T")
 
+# The longest pause after one step: a read's latency under ingest stays bounded
+# by its steps' count times (read_query_timeout_s + MAX_PAUSE_S).
+MAX_PAUSE_S = 2.0
+_RECHECK_S = 0.1  # a paused read looks at ingest_busy() this often
+
 
 class ReadTimedOut(Exception):
     """Raised by a backend's read step that ran past its deadline."""
 
 
 class ReadGate:
-    def __init__(self, max_concurrent: int, timeout_s: float, *, queue_wait_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        max_concurrent: int,
+        timeout_s: float,
+        *,
+        queue_wait_s: float = 1.0,
+        ingest_busy: Callable[[], bool] | None = None,
+        share_while_ingesting: float = 1.0,
+    ) -> None:
         self.max_concurrent = max_concurrent
         self.timeout_s = timeout_s
         self.queue_wait_s = queue_wait_s
+        self._ingest_busy = ingest_busy if share_while_ingesting < 1.0 else None
+        self.share_while_ingesting = share_while_ingesting
+        self._resume_at = 0.0  # monotonic: while ingest is busy, no step starts before
+        self.charged_cpu_s = 0.0  # read CPU charged while ingest was busy (metrics, tests)
+        self.waiting_for_ingest = 0  # reads paused right now, yielding to ingest
         self._slots = asyncio.Semaphore(max_concurrent)
         self._pool = ThreadPoolExecutor(
             max_concurrent, thread_name_prefix="read", initializer=_lower_priority
@@ -93,6 +123,35 @@ class ReadGate:
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def ingest_is_busy(self) -> bool:
+        """Whether reads are yielding to ingest now (never, with no share set)."""
+        return self._ingest_busy is not None and self._ingest_busy()
+
+    async def yield_to_ingest(self) -> None:
+        """Before a step: while ingest is busy, wait until the reads' CPU is paid back."""
+        busy = self._ingest_busy
+        if busy is None:
+            return
+        while busy():
+            wait = self._resume_at - time.monotonic()
+            if wait <= 0:
+                return
+            self.waiting_for_ingest += 1
+            try:
+                await asyncio.sleep(min(wait, _RECHECK_S))
+            finally:
+                self.waiting_for_ingest -= 1
+
+    def charge(self, cpu_s: float) -> None:
+        """After a step: its CPU time, paid back at the share while ingest is busy."""
+        busy = self._ingest_busy
+        if busy is None or not busy():
+            return
+        self.charged_cpu_s += cpu_s
+        now = time.monotonic()
+        pause = cpu_s * (1.0 / self.share_while_ingesting - 1.0)
+        self._resume_at = min(max(self._resume_at, now) + pause, now + MAX_PAUSE_S)
+
 
 def _lower_priority() -> None:
     """Read threads run at nice 10 (Linux schedules threads one by one): on a busy
@@ -111,12 +170,24 @@ class Steps:
     async def run(self, step: Callable[[float], T]) -> T:
         """Run `step(deadline)` (a monotonic time) on a read thread."""
         gate = self._gate
+        await gate.yield_to_ingest()
         deadline = time.monotonic() + gate.timeout_s
         loop = asyncio.get_running_loop()
+        used = [0.0]
+
+        def timed(deadline: float) -> T:
+            started = time.thread_time()
+            try:
+                return step(deadline)
+            finally:
+                used[0] = time.thread_time() - started
+
         try:
-            return await loop.run_in_executor(gate._pool, step, deadline)
+            return await loop.run_in_executor(gate._pool, timed, deadline)
         except ReadTimedOut:
             gate.refused += 1
             raise ReadBusy(
                 f"the read ran longer than {gate.timeout_s:g} s; narrow the query or retry"
             ) from None
+        finally:
+            gate.charge(used[0])

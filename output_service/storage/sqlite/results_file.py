@@ -27,10 +27,8 @@ _PING_COLUMNS = (
 )
 _TRACE_COLUMNS = "id, ping_result_id, method, completed, error"
 _HOP_COLUMNS = "traceroute_id, ttl, ip, rtt, timeout"
-_INSERT_BATCH = (
-    "INSERT OR IGNORE INTO batches (id, received_at, remote, node_id, idempotency_key,"
-    " body_hash, result_count) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
+_BATCH_COLUMNS = "id, received_at, remote, node_id, idempotency_key, body_hash, result_count"
+_INSERT_BATCH = f"INSERT OR IGNORE INTO batches ({_BATCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 def _variable_limit() -> int:
@@ -86,6 +84,10 @@ class _Insert:
             start += size
 
 
+# Key-less batches only: without a key nothing can conflict (ids come from the
+# counter), so their rows go in with the others' multi-row statements instead of
+# one INSERT OR IGNORE each (a statement per one-result request; BENCHMARKS.md).
+_BATCHES = _Insert("batches", _BATCH_COLUMNS)
 _PINGS = _Insert("ping_results", _PING_COLUMNS)
 _TRACES = _Insert("traceroute_results", _TRACE_COLUMNS)
 _HOPS = _Insert("traceroute_hops", _HOP_COLUMNS)
@@ -206,6 +208,7 @@ class ResultsFile:
         """
         saved = (self._next_ping, self._next_trace, self._next_batch)
         # each table's values, flat, in column order (see _Insert.run)
+        batches: list[Any] = []
         pings: list[Any] = []
         traces: list[Any] = []
         hops: list[Any] = []
@@ -218,8 +221,10 @@ class ResultsFile:
                 if earlier is not None:
                     outcome = BatchOutcome(earlier[0], 0, True, earlier[1])
                 else:
-                    outcome = self._add_batch(batch, meta, pings, traces, hops, keys_since)
+                    rows = (batches, pings, traces, hops)
+                    outcome = self._add_batch(batch, meta, rows, keys_since)
                 outcomes.append(outcome)
+            _BATCHES.run(conn, batches)
             _PINGS.run(conn, pings)
             _TRACES.run(conn, traces)
             _HOPS.run(conn, hops)
@@ -237,11 +242,12 @@ class ResultsFile:
         self,
         batch: Batch,
         meta: BatchMeta,
-        pings: list[Any],
-        traces: list[Any],
-        hops: list[Any],
+        rows: tuple[list[Any], list[Any], list[Any], list[Any]],
         keys_since: str,
     ) -> BatchOutcome:
+        """The batch's rows added to the group's (batches, pings, traces, hops);
+        a batch with a key is inserted at once, to learn whether the key is taken."""
+        batches, pings, traces, hops = rows
         batch_id = self._next_batch
         row = (
             batch_id,
@@ -252,7 +258,9 @@ class ResultsFile:
             meta.body_hash,
             len(batch.results),
         )
-        if self._conn.execute(_INSERT_BATCH, row).rowcount == 0:
+        if meta.idempotency_key is None:
+            batches += row
+        elif self._conn.execute(_INSERT_BATCH, row).rowcount == 0:
             count, body_hash, received_at = self._conn.execute(
                 "SELECT result_count, body_hash, received_at FROM batches"
                 " WHERE idempotency_key = ?",

@@ -58,6 +58,9 @@ OPEN_ERRORS: tuple[type[Exception], ...] = (
 
 Clock = Callable[[], float]
 KEYS_FILE = "state.db"  # shared with the hop loop; never rotated
+# Ingest counts as busy this long after a batch is stored: between one client's
+# batches the queue is empty for a moment, and reads should not rush in then.
+INGEST_BUSY_WINDOW_S = 1.0
 log = structlog.get_logger("output_service.storage")
 
 
@@ -101,7 +104,13 @@ class SqliteStore:
         self._rotator = Rotator(config, metrics, self._registry, clock)
         self._catalog = Catalog(config, metrics, self._registry)
         self.archive = SqliteArchive(self._rotator, self._catalog, lambda: self.writer)
-        self.read_gate = ReadGate(config.max_concurrent_reads, config.read_query_timeout_s)
+        self._last_commit = -INGEST_BUSY_WINDOW_S  # monotonic, of the last stored batch
+        self.read_gate = ReadGate(
+            config.max_concurrent_reads,
+            config.read_query_timeout_s,
+            ingest_busy=self.ingest_busy,
+            share_while_ingesting=config.read_share_while_ingesting,
+        )
         sides = SideFiles(config.db_dir) if config.prerender_exports else None
         self.reads = StoreReads(config.db_dir, self.read_gate, self._catalog, sides)
         # warm summaries and pre-rendered export items; the app starts and stops it
@@ -151,6 +160,14 @@ class SqliteStore:
         self._metrics.queue_depth_fn(lambda: writer.queued_results)
         self._metrics.current_file_bytes.set_function(lambda: size_on_disk(self.current_file))
         self._metrics.retained_files.set_function(lambda: len(self._registry))
+
+    def ingest_busy(self) -> bool:
+        """Ingest is working: batches wait for the writer, or one was stored within
+        INGEST_BUSY_WINDOW_S. While it is, reads yield to it (the read gate)."""
+        writer = self._writer
+        if writer is not None and writer.queued_results > 0:
+            return True
+        return time.monotonic() - self._last_commit < INGEST_BUSY_WINDOW_S
 
     async def close(self) -> None:
         """Commit everything queued and close the files."""
@@ -281,6 +298,7 @@ class SqliteStore:
         current.results += stored
         if stored:
             self.last_result_time = now
+            self._last_commit = time.monotonic()
         self._metrics.results_stored.inc(stored)
         log.debug("group committed", batches=len(done), results=stored, file=current.path.name)
         self._idempotency.expire(now)

@@ -108,8 +108,13 @@ class SqliteReads:
 
     async def results_page(self, flt: ResultFilter, limit: int, cursor: str | None) -> ResultPage:
         start = _decode(cursor)
-        rows = await self._gate.run(lambda deadline: self._page(flt, limit + 1, start, deadline))
-        items = msgspec.json.decode("[" + ",".join(text for _, _, text in rows[:limit]) + "]")
+
+        def page(deadline: float) -> tuple[list[tuple[str, int, str]], list[dict[str, Any]]]:
+            # decoded on the read thread, not the loop ingest runs on
+            rows = self._page(flt, limit + 1, start, deadline)
+            return rows, msgspec.json.decode("[" + ",".join(t for _, _, t in rows[:limit]) + "]")
+
+        rows, items = await self._gate.run(page)
         next_cursor = None
         if len(rows) > limit:
             name, last_id, _ = rows[limit - 1]
@@ -220,15 +225,19 @@ class SqliteReads:
         await self._gate.run(lambda _: self._partials.merged(flt, parts[1:]))
 
     async def target(self, query: SeriesQuery) -> dict[str, Any] | None:
-        rows = await self._gate.run(lambda d: self._each(queries.series_rows, query.filter, d))
-        if not rows:
-            return None
-        return series(query.ip, query.step_s, rows)
+        def answer(deadline: float) -> dict[str, Any] | None:
+            rows = self._each(queries.series_rows, query.filter, deadline)
+            return series(query.ip, query.step_s, rows) if rows else None
+
+        return await self._gate.run(answer)  # the series built on the read thread too
 
     async def routes(self, ip: str, flt: ResultFilter) -> dict[str, Any]:
-        rows = await self._gate.run(lambda d: self._each(queries.route_rows, flt, d))
-        observations = [Observation(node, ts, _path(hops or "")) for ts, node, hops in rows]
-        return {"ip": ip, **summarize(observations)}
+        def answer(deadline: float) -> dict[str, Any]:
+            rows = self._each(queries.route_rows, flt, deadline)
+            observations = [Observation(node, ts, _path(hops or "")) for ts, node, hops in rows]
+            return {"ip": ip, **summarize(observations)}
+
+        return await self._gate.run(answer)  # the paths summarised on the read thread too
 
     def _each(
         self,
@@ -245,8 +254,7 @@ class SqliteReads:
         return out
 
     async def nodes(self, silent_after_s: float, now: float) -> list[dict[str, Any]]:
-        per_file = await self._gate.run(self._node_rows)
-        return merge_nodes(per_file, silent_after_s, now)
+        return await self._gate.run(lambda d: merge_nodes(self._node_rows(d), silent_after_s, now))
 
     def _node_rows(self, deadline: float) -> list[tuple[list[Any], list[Any]]]:
         out = []
