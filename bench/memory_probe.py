@@ -61,6 +61,16 @@ def _rss_bytes() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * PAGE
 
 
+def _rollup() -> dict[str, float]:
+    """Rss, Anonymous and the file-backed rest from /proc/self/smaps_rollup, in MB."""
+    out = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        if name in ("Rss", "Anonymous", "Shared_Clean", "Private_Clean", "Private_Dirty"):
+            out[name] = int(rest.split()[0]) / 1024
+    return out
+
+
 def sample(sqlite: Any, libc: Any, traced: bool) -> dict[str, float]:
     info = libc.mallinfo2()
     out = {
@@ -98,6 +108,12 @@ def start() -> None:
 
     def write() -> None:
         with lock:
+            state["smaps_rollup_at_exit"] = _rollup()
+            if traced:  # where the Python heap is at exit: the 15 largest sites
+                stats = tracemalloc.take_snapshot().statistics("lineno")[:15]
+                state["top_sites_at_exit"] = [
+                    f"{s.size / MB:.1f} MB in {s.count} blocks: {s.traceback}" for s in stats
+                ]
             Path(path).write_text(json.dumps(state))
 
     threading.Thread(target=loop, name="memprobe", daemon=True).start()

@@ -10,7 +10,8 @@ service running that week would have done), starts the service as a process
 with `--storage postgres`, and takes the same query measurements as
 `bench.query_bench.measure` (the export three times, the median), plus the
 first /api/targets after start-up; the reader clients of the ingest figures
-run in a process of their own at nice 19 (`bench.pg_readers`).
+run in a process of their own at nice 19 (`bench.pg_readers`), and each is
+the median of three pairs (alone, then with the readers).
 Prints the figures and appends a section to BENCHMARKS.md.
 
     python -m bench.pg_query_bench --dir bench-data
@@ -52,7 +53,8 @@ from bench.query_bench import (
 from bench.query_data import target_ip
 from output_service.storage.postgres.summaries import build_pending
 
-INGEST_S = 10.0
+INGEST_S = 5.0  # each run of a pair (after loadgen's 1 s warm-up)
+PAIRS = 3
 
 
 def main() -> None:
@@ -194,29 +196,39 @@ async def _queries(base: str, pid: int) -> dict[str, object]:
 
 
 def _ingest(base: str, results_url: str, pool: Path) -> dict[str, object]:
-    """Ingest alone, then while reader clients loop: in a process of their own at nice
-    19 (`bench.pg_readers`), so they take only the CPU the service, the database and
-    the posting clients leave."""
+    """Ingest while reader clients loop, against ingest alone just before: PAIRS pairs of
+    runs, the median of the pairs' ratios (other jobs on the shared machine move the
+    rate by 2x within a minute; a pair is measured within seconds). The readers run
+    in a process of their own at nice 19 (`bench.pg_readers`), so they take only the
+    CPU the service, the database and the posting clients leave."""
     out: dict[str, object] = {}
-    alone = round(ingest_rate(results_url, pool, INGEST_S))
-    out["ingest_alone_results_per_s"] = alone
+    alone_all: list[float] = []
     for name, urls, clients in (
         ("one_query_loop", query_loop_urls(base), 1),
         ("20_readers", hammer_urls(base), 20),
         ("20_health_readers", [f"{base}/health"], 20),  # the control: nothing read
     ):
-        readers = subprocess.Popen(
-            [sys.executable, "-m", "bench.pg_readers", "--clients", str(clients),
-             "--seconds", str(INGEST_S + 3), *urls],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        try:
-            rate = round(ingest_rate(results_url, pool, INGEST_S))
-        finally:
-            counts, _ = readers.communicate(timeout=120)
-        out[f"ingest_with_{name}_results_per_s"] = rate
-        out[f"ingest_with_{name}_kept_pct"] = round(100 * rate / alone, 1)
-        out[f"ingest_with_{name}_reader_statuses"] = json.loads(counts)
+        ratios, counts = [], dict[str, int]()
+        for _ in range(PAIRS):
+            alone = ingest_rate(results_url, pool, INGEST_S)
+            readers = subprocess.Popen(
+                [sys.executable, "-m", "bench.pg_readers", "--clients", str(clients),
+                 "--seconds", str(INGEST_S + 2), *urls],
+                stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            try:
+                rate = ingest_rate(results_url, pool, INGEST_S)
+            finally:
+                seen, _ = readers.communicate(timeout=120)
+            for status, n in json.loads(seen).items():
+                counts[status] = counts.get(status, 0) + n
+            alone_all.append(alone)
+            ratios.append(rate / alone)
+        out[f"ingest_with_{name}_kept_pct"] = round(100 * statistics.median(ratios), 1)
+        out[f"ingest_with_{name}_kept_pct_pairs"] = " ".join(f"{100 * r:.0f}" for r in ratios)
+        out[f"ingest_with_{name}_reader_statuses"] = counts
+    out["ingest_alone_results_per_s"] = round(statistics.median(alone_all))
+    out["ingest_alone_range"] = f"{min(alone_all):,.0f}-{max(alone_all):,.0f}"
     out["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     return out
 

@@ -65,6 +65,10 @@ def apply(variant: str) -> None:
         _reuse_port()
     elif variant == "bg-checkpoint":  # the live file's checkpoints off the writer's COMMIT
         _background_checkpoints()
+    elif variant == "no-read-upkeep":  # no summaries warmed, no side files built (soak)
+        from output_service.storage.sqlite.reads.upkeep import ReadUpkeep
+
+        ReadUpkeep.start = lambda self: None  # type: ignore[method-assign]
     elif variant == "no-gc-settle":  # the collector as before round three: no freeze, gen0 700
         from output_service import gc_settle
 

@@ -22,11 +22,12 @@ restore) is a new entry. Entries for files no longer listed are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,6 +92,28 @@ class PartialCache:
         self._merged: dict[
             ResultFilter, tuple[tuple[int, ...], TargetAccumulator, list[TargetAccumulator]]
         ] = {}
+
+    def retain(self, paths: Iterable[Path]) -> None:
+        """Drop the partials, and the merges holding them, of files no longer
+        retained (or recreated under their name): without this a rotated-away
+        file's summary stayed until MAX_ENTRIES newer ones pushed it out, and
+        with many distinct targets that is most of the process's memory."""
+        kept: set[tuple[str, int, int]] = set()
+        for path in paths:
+            with contextlib.suppress(OSError):  # gone since it was listed
+                st = os.stat(path)
+                kept.add((path.name, st.st_ino, st.st_dev))
+        for key in list(self._entries):
+            if key[:3] not in kept:
+                self._entries.pop(key, None)
+        live = {id(entry.acc) for entry in list(self._entries.values())}
+        for flt, (ids, _, _) in list(self._merged.items()):
+            if not live.issuperset(ids):
+                self._merged.pop(flt, None)
+
+    def held_files(self) -> set[str]:
+        """The names of the files whose partials are held (for tests and upkeep)."""
+        return {key[0] for key in list(self._entries)}
 
     def step(
         self, conn: _Conn, path: Path, flt: ResultFilter, deadline: float, goal: int | None

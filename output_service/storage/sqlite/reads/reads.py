@@ -205,7 +205,9 @@ class SqliteReads:
         bounded steps (partials.py), so a cold start or a long ingest since the
         last query is many short steps, paced while ingest is busy."""
         parts: list[tuple[Path, TargetAccumulator]] = []
-        for path in self._files():
+        files = self._files()
+        self._partials.retain(files)
+        for path in files:
             acc = await self._extend(steps, path, flt)
             if acc is not None:
                 parts.append((path, acc))
@@ -237,7 +239,9 @@ class SqliteReads:
         file is one read through the bound; ReadBusy reaches the caller."""
         flt = ResultFilter()
         parts: list[tuple[Path, TargetAccumulator]] = []
-        for path in self._files():
+        files = self._files()
+        self._partials.retain(files)
+        for path in files:
             if stopping():
                 return
             async with self._gate.slot() as steps:
