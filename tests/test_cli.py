@@ -176,10 +176,12 @@ def test_help_names_environment_variables_and_precedence() -> None:
 def test_start_line_has_every_setting_redacted_and_stop_line_the_waiting_hops(
     tmp_path: Path,
 ) -> None:
-    # the input service is down (nothing listens on the port): hops wait in the outbox
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        dead_port = sock.getsockname()[1]
+    # the input service is down (nothing listens on the port): hops wait in the outbox.
+    # The port stays bound, never listening, for the whole test, so that no other
+    # process's server can take it meanwhile and accept the hops.
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
     proc, listening = start(
         "--host=127.0.0.1",
         "--port=0",
@@ -205,6 +207,7 @@ def test_start_line_has_every_setting_redacted_and_stop_line_the_waiting_hops(
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=DEADLINE_S)
+        dead.close()
     assert proc.returncode == 0, err
     assert "secret-a" not in out and "secret-a" not in json.dumps(listening)
     (stopped,) = [e for e in map(json.loads, out.splitlines()) if e["event"] == "stopped"]
