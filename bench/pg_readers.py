@@ -20,24 +20,15 @@ import json
 import os
 import time
 
-import aiohttp
-
-
-async def _loop(urls: list[str], until: float, counts: dict[str, int]) -> None:
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        i = 0
-        while time.monotonic() < until:
-            async with session.get(urls[i % len(urls)]) as resp:
-                await resp.read()
-                counts[str(resp.status)] = counts.get(str(resp.status), 0) + 1
-            i += 1
+from bench.query_readers import read_loop
 
 
 async def run(urls: list[str], clients: int, seconds: float) -> dict[str, int]:
     counts: dict[str, int] = {}
     until = time.monotonic() + seconds
-    await asyncio.gather(*(_loop(urls, until, counts) for _ in range(clients)))
+    await asyncio.gather(
+        *(read_loop(urls, lambda: time.monotonic() < until, counts) for _ in range(clients))
+    )
     return counts
 
 

@@ -43,6 +43,7 @@ import aiohttp
 from bench.loadgen import argv as loadgen_argv
 from bench.payload import pool_file
 from bench.query_data import target_ip
+from bench.query_readers import read_loop
 
 SEALED = 4  # of bench-data's 5 files
 READ_NICE = 10  # the read threads' nice value (storage/read_gate.py)
@@ -149,17 +150,6 @@ def query_loop_urls(base: str) -> list[str]:
         *(f"{base}/api/results?limit=100&{q}" for q in PAGE_FILTERS.values()),
         f"{base}/api/routes?ip={target_ip(9)}&{WEEK}",
     ]  # fmt: skip
-
-
-async def hammer(urls: list[str], stop: asyncio.Event, counts: dict[str, int]) -> None:
-    async with aiohttp.ClientSession() as session:
-        i = 0
-        while not stop.is_set():
-            async with session.get(urls[i % len(urls)]) as resp:
-                await resp.read()
-                key = str(resp.status)
-                counts[key] = counts.get(key, 0) + 1
-            i += 1
 
 
 async def first_targets(base: str) -> float:
@@ -290,7 +280,10 @@ async def ingest_while(
             _ingest_beside_reader_process, results_url, pool, urls, readers
         )
     stop, counts = asyncio.Event(), dict[str, int]()
-    tasks = [asyncio.create_task(hammer(urls, stop, counts)) for _ in range(readers)]
+    tasks = [
+        asyncio.create_task(read_loop(urls, lambda: not stop.is_set(), counts))
+        for _ in range(readers)
+    ]
     try:
         rate = await asyncio.to_thread(ingest_rate, results_url, pool, INGEST_S)
     finally:

@@ -21,21 +21,28 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 
 import aiohttp
 
 
-async def client(
-    urls: list[str], stop: asyncio.Event, counts: dict[str, int], first: asyncio.Event
+async def read_loop(
+    urls: list[str],
+    going: Callable[[], bool],
+    counts: dict[str, int],
+    first: asyncio.Event | None = None,
 ) -> None:
+    """One reader: GET the urls in turn while `going()`, counting replies per
+    status; `first` is set at its first reply. Every reader bench loops with this."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
         i = 0
-        while not stop.is_set():
+        while going():
             async with session.get(urls[i % len(urls)]) as resp:
                 await resp.read()
                 key = str(resp.status)
                 counts[key] = counts.get(key, 0) + 1
-            first.set()
+            if first is not None:
+                first.set()
             i += 1
 
 
@@ -44,7 +51,9 @@ async def run(urls: list[str], clients: int) -> dict[str, object]:
     stop, counts = asyncio.Event(), dict[str, int]()
     firsts = [asyncio.Event() for _ in range(clients)]
     started = time.monotonic()
-    tasks = [asyncio.create_task(client(urls, stop, counts, f)) for f in firsts]
+    tasks = [
+        asyncio.create_task(read_loop(urls, lambda: not stop.is_set(), counts, f)) for f in firsts
+    ]
     await asyncio.gather(*(f.wait() for f in firsts))
     print("ready", flush=True)
     await loop.run_in_executor(None, sys.stdin.read)  # until the driver closes our stdin
