@@ -194,9 +194,9 @@ def test_overview_lists_targets_worst_first_and_marks_the_silent_node(
     assert page.locator("#service .card").count() >= 7
     assert page.locator("#files tr").count() >= 2  # header and the live file
     # sparklines for the rows on screen
-    page.wait_for_function(
-        "document.querySelectorAll('#targets svg.spark path').length >= 4", timeout=30_000
-    )
+    # (locator waits, not wait_for_function: a polled predicate string is run by
+    # eval in the page, which the page's CSP forbids, and that failed once)
+    page.locator("#targets svg.spark path").nth(3).wait_for(state="attached", timeout=30_000)
     page.screenshot(path=str(screenshots / "status-overview.png"), full_page=True)
     assert watched.errors == []
     assert watched.hosts == {"127.0.0.1"}
@@ -210,9 +210,7 @@ def test_target_page_draws_the_smokeping_chart_and_the_route_change(
     page.goto(seeded.health_url(f"/#/target/{worst}"))
     page.wait_for_selector("body[data-loaded=target]", timeout=30_000)
     page.locator(".ranges button", has_text="24h").click()
-    page.wait_for_function(
-        "document.querySelector('.ranges button.on')?.textContent === '24h'", timeout=30_000
-    )
+    page.locator(".ranges button.on", has_text="24h").wait_for(timeout=30_000)
     medians = page.locator("#smoke path.median")
     assert medians.count() >= 2
     assert page.locator("#smoke path.smoke").count() >= 1
