@@ -206,7 +206,9 @@ def normalize_ip(text: str) -> str:
     A zone index (`fe80::1%eth0`) is refused: it names an interface of the node
     that sent it, not a target, and Go's net.ParseIP refuses it too."""
     if "%" in text:
-        raise ValueError(f"a zone index is not allowed in an address: {text!r}")
+        if ":" in text.partition("%")[0]:  # fe80::1%eth0, not %FF or 10.0.0.1%
+            raise ValueError(f"a zone index is not allowed in an address: {text!r}")
+        raise ValueError(f"not an IPv4 or IPv6 address: {text!r}")
     if ":" not in text:
         try:
             socket.inet_pton(socket.AF_INET, text)  # refuses leading zeros and short forms

@@ -267,6 +267,7 @@ BAD_PATHS = [
     "/api/targets?ip=192.0.2.1",
     "/api/targets?until=2026-01-01T00:00:00Z&since=2026-01-02T00:00:00Z",
     "/api/targets/not-an-ip",
+    "/api/targets/%FF",
     "/api/targets/192.0.2.1?step=7m",
     "/api/routes",
     "/api/nodes?x=1",

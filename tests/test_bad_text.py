@@ -119,6 +119,19 @@ async def test_zone_index_in_target_is_refused(service: Running, ip: str) -> Non
     assert recent.status == 400
 
 
+@pytest.mark.parametrize("ip", ["%FF", "10.0.0.1%eth0", "%"])
+async def test_a_percent_sign_outside_ipv6_is_no_address(service: Running, ip: str) -> None:
+    # a zone index only exists on IPv6; anything else with a "%" is simply not an address,
+    # and the reason must say so rather than blame a zone
+    resp = await service.results.post("/results", json=[make_result(ip=ip)])
+    assert resp.status == 400
+    (error,) = (await resp.json())["errors"]
+    assert (error["index"], error["field"]) == (0, "ip")
+    assert "not an IPv4 or IPv6 address" in error["reason"]
+    assert "zone" not in error["reason"]
+    assert service.rows("SELECT count(*) FROM ping_results") == [(0,)]
+
+
 def test_zone_index_in_hop_is_not_sent_back() -> None:
     # hop addresses are stored as sent (a timed-out hop may have any text), but only
     # addresses Go's net.ParseIP takes are fed back, and it refuses zones
