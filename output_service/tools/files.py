@@ -27,6 +27,7 @@ import msgspec
 from output_service.insight import params
 from output_service.insight.rows import csv_text
 from output_service.storage.read_gate import ReadGate
+from output_service.storage.sqlite import connect
 from output_service.storage.sqlite.file_names import RESULTS_FILE, name_key
 from output_service.storage.sqlite.reads.reads import SqliteReads
 from output_service.storage.sqlite.schema import SCHEMA_VERSION, SEED_INDEX_NAMES, index_names
@@ -45,7 +46,7 @@ def _files(target: Path) -> list[Path]:
 def check_file(path: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"file": str(path), "problems": []}
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = connect.read_only(path)
         try:
             integrity = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
             if integrity != ["ok"]:

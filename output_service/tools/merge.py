@@ -25,6 +25,7 @@ input on stdout; a progress bar on stderr only when it is a terminal.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sqlite3
@@ -34,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from output_service.storage.sqlite import connect
 from output_service.storage.sqlite.schema import (
     SCHEMA_VERSION,
     SchemaError,
@@ -95,9 +97,8 @@ def open_out(path: Path) -> sqlite3.Connection:
     existed = path.exists()
     if existed:
         try:
-            with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as probe:
+            with contextlib.closing(connect.read_only(path)) as probe:
                 tables = _tables(probe, "main")
-            probe.close()
         except sqlite3.DatabaseError as exc:
             raise MergeError(f"{path}: not a results file ({exc}); refusing to overwrite") from None
         if "ping_results" not in tables:
@@ -344,9 +345,8 @@ def _pick_batches(conn: sqlite3.Connection, seen: Seen, report: Merged, progress
 
 def _count(path: Path) -> int:
     try:
-        with sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True) as probe:
+        with contextlib.closing(connect.read_only(path)) as probe:
             n = int(probe.execute("SELECT count(*) FROM ping_results").fetchone()[0])
-        probe.close()
         return n
     except sqlite3.DatabaseError:
         return 0

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from output_service.models import Batch, Hop, Result, Traceroute, normalize_timestamp
+from output_service.storage.sqlite import connect
 
 if TYPE_CHECKING:
     from output_service.storage.postgres.writer import Outcome
@@ -42,9 +43,7 @@ class Shipped:
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    conn.execute("PRAGMA query_only = ON")
-    return conn
+    return connect.read_only(path)
 
 
 def _timestamp(text: str) -> str:

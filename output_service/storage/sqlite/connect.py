@@ -47,11 +47,20 @@ def backup_target(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
-def read_only(path: Path) -> sqlite3.Connection:
+def read_only(
+    path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS, any_thread: bool = False
+) -> sqlite3.Connection:
     """A connection that cannot write, however it is used (and never creates
-    a missing file: opening one that is gone raises)."""
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    return _with_pragmas(conn, [f"busy_timeout={BUSY_TIMEOUT_MS}"])
+    a missing file: opening one that is gone raises). Autocommit, so a read
+    holds its snapshot only for its statement. `any_thread`: it may be handed
+    to another thread (the query API's read threads)."""
+    conn = sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=not any_thread,
+    )
+    return _with_pragmas(conn, [f"busy_timeout={int(busy_timeout_ms)}"])
 
 
 def read_only_async(path: Path) -> aiosqlite.Connection:

@@ -37,7 +37,7 @@ import structlog
 
 from output_service.insight.summaries import TargetAccumulator
 from output_service.storage.seam import ResultFilter
-from output_service.storage.sqlite import file_info
+from output_service.storage.sqlite import connect, file_info
 from output_service.storage.sqlite.reads import queries
 from output_service.storage.sqlite.reads.partials import summarize
 
@@ -174,9 +174,7 @@ class SideFiles:
 
 
 def _open_ro(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=2000")
-    return conn
+    return connect.read_only(path, busy_timeout_ms=2000)
 
 
 def _recorded(side: Path) -> Identity | None:

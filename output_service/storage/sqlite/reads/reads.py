@@ -32,6 +32,7 @@ from output_service.storage.seam import (
     SeriesQuery,
     TargetQuery,
 )
+from output_service.storage.sqlite import connect
 from output_service.storage.sqlite.file_names import name_key
 from output_service.storage.sqlite.reads import queries
 from output_service.storage.sqlite.reads.partials import PartialCache
@@ -46,13 +47,7 @@ class _Conn:
     """A read-only connection whose statements stop at `deadline`."""
 
     def __init__(self, path: Path, side: Path | None = None) -> None:
-        self.conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        self.conn.execute("PRAGMA busy_timeout=2000")
+        self.conn = connect.read_only(path, busy_timeout_ms=2000, any_thread=True)
         self.has_side = False
         if side is not None:  # the file's pre-rendered items, as schema `side`
             try:
