@@ -121,11 +121,37 @@ async def export(session: aiohttp.ClientSession, url: str) -> tuple[int, float]:
 
 
 def ingest_rate(url: str, pool: Path, duration: float) -> float:
-    out = subprocess.run(
+    return ingest_rate_and_read_cpu(url, pool, duration)[0]
+
+
+def ingest_rate_and_read_cpu(
+    url: str, pool: Path, duration: float, pid: int | None = None
+) -> tuple[float, float | None]:
+    """Ingest's rate over loadgen's measured window and, given the service's `pid`,
+    its read threads' CPU over that same window in % of a core. The window is
+    the one loadgen announces ("measure" ... "end"), so reads that run while
+    ingest is starting, warming up or gone (the readers start first and finish
+    their last read after it) are not counted against the share reads get while
+    ingest is busy."""
+    proc = subprocess.Popen(
         loadgen_argv(url, pool, batch=100, hops=10, duration=duration, warmup=1.0, concurrency=4),
-        capture_output=True, text=True, check=True,
+        stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["results_per_s"])
+    assert proc.stdout is not None
+    marks: dict[str, tuple[float, float]] = {}
+    last = ""
+    for line in proc.stdout:
+        last = line
+        phase = json.loads(line).get("phase")
+        if phase in ("measure", "end") and pid is not None:
+            marks[phase] = (read_thread_cpu_s(pid), time.monotonic())
+    if proc.wait(60) != 0:
+        raise SystemExit(f"loadgen failed (exit {proc.returncode})")
+    rate = float(json.loads(last)["results_per_s"])
+    if "measure" not in marks or "end" not in marks:
+        return rate, None
+    (cpu0, t0), (cpu1, t1) = marks["measure"], marks["end"]
+    return rate, 100 * (cpu1 - cpu0) / (t1 - t0)
 
 
 PAGE_FILTERS = {
@@ -246,10 +272,13 @@ async def ingest_cells(
     rates: dict[str, list[float]] = {name: [] for name in cells}
     statuses: dict[str, dict[str, int]] = {name: {} for name in cells}
     read_cpu: dict[str, list[float]] = {name: [] for name in cells}
+    window_cpu: dict[str, list[float]] = {name: [] for name in cells}
     for _ in range(ROUNDS):
         for name, (urls, n) in cells.items():
             cpu0, t0 = read_thread_cpu_s(pid), time.monotonic()
-            rate, counts = await ingest_while(results_url, pool, urls, n, inline)
+            rate, counts, in_window = await ingest_while(results_url, pool, urls, n, inline, pid)
+            if in_window is not None:
+                window_cpu[name].append(in_window)
             read_cpu[name].append(100 * (read_thread_cpu_s(pid) - cpu0) / (time.monotonic() - t0))
             alone.append(ingest_rate(results_url, pool, INGEST_S))
             kept[name].append(100 * rate / ((alone[-2] + alone[-1]) / 2))
@@ -268,16 +297,20 @@ async def ingest_cells(
         figures[f"ingest_with_{name}_read_threads_cpu_pct_of_a_core"] = " / ".join(
             f"{c:.1f}" for c in read_cpu[name]
         )
+        figures[f"ingest_with_{name}_read_threads_cpu_pct_while_ingest_measured"] = " / ".join(
+            f"{c:.1f}" for c in window_cpu[name]
+        )
     return figures
 
 
 async def ingest_while(
-    results_url: str, pool: Path, urls: list[str], readers: int, inline: bool
-) -> tuple[float, dict[str, int]]:
-    """Ingest rate while `readers` clients loop over `urls`, and their reply statuses."""
+    results_url: str, pool: Path, urls: list[str], readers: int, inline: bool, pid: int
+) -> tuple[float, dict[str, int], float | None]:
+    """Ingest rate while `readers` clients loop over `urls`, their reply statuses,
+    and the read threads' CPU over ingest's measured window (% of a core)."""
     if not inline:
         return await asyncio.to_thread(
-            _ingest_beside_reader_process, results_url, pool, urls, readers
+            _ingest_beside_reader_process, results_url, pool, urls, readers, pid
         )
     stop, counts = asyncio.Event(), dict[str, int]()
     tasks = [
@@ -285,16 +318,18 @@ async def ingest_while(
         for _ in range(readers)
     ]
     try:
-        rate = await asyncio.to_thread(ingest_rate, results_url, pool, INGEST_S)
+        rate, in_window = await asyncio.to_thread(
+            ingest_rate_and_read_cpu, results_url, pool, INGEST_S, pid
+        )
     finally:
         stop.set()
         await asyncio.gather(*tasks)
-    return rate, counts
+    return rate, counts, in_window
 
 
 def _ingest_beside_reader_process(
-    results_url: str, pool: Path, urls: list[str], readers: int
-) -> tuple[float, dict[str, int]]:
+    results_url: str, pool: Path, urls: list[str], readers: int, pid: int
+) -> tuple[float, dict[str, int], float | None]:
     """The readers in their own process at nice 19 (bench/query_readers.py): the
     load that other machines put on the service, without their client CPU."""
     proc = subprocess.Popen(
@@ -306,12 +341,12 @@ def _ingest_beside_reader_process(
     try:
         if proc.stdout.readline().strip() != "ready":
             raise SystemExit("the reader process did not start")
-        rate = ingest_rate(results_url, pool, INGEST_S)
+        rate, in_window = ingest_rate_and_read_cpu(results_url, pool, INGEST_S, pid)
     finally:
         proc.stdin.close()
     summary = json.loads(proc.stdout.readline())
     proc.wait(60)
-    return rate, dict(summary["statuses"])
+    return rate, dict(summary["statuses"]), in_window
 
 
 def start_service(data: Path, port: int, health: int, *extra: str) -> subprocess.Popen[bytes]:

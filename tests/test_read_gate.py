@@ -6,6 +6,8 @@ through shutdown until the service was killed)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 
@@ -57,4 +59,39 @@ async def test_a_bound_read_past_its_time_is_busy_and_frees_its_slot() -> None:
             async with gate.slot():
                 pass
     finally:
+        gate.close()
+
+
+async def test_a_step_whose_caller_is_cancelled_keeps_its_slot_and_is_charged() -> None:
+    # a client that hangs up cancels its handler, but the step goes on running on
+    # its thread: until it stops, its slot stays taken and its CPU is charged
+    gate = ReadGate(1, 5.0, queue_wait_s=0.05, ingest_busy=lambda: True, share_while_ingesting=0.5)
+    started, release = threading.Event(), threading.Event()
+
+    def step(deadline: float) -> int:
+        started.set()
+        burn_until = time.thread_time() + 0.02  # some CPU, so the charge is > 0
+        while time.thread_time() < burn_until:
+            pass
+        release.wait(10)
+        return 1
+
+    try:
+        task = asyncio.create_task(gate.run(step))
+        assert await asyncio.to_thread(started.wait, 10)
+        task.cancel()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not task.done()  # still waiting for its step to stop
+        assert gate.running == 1
+        with pytest.raises(ReadBusy):
+            async with gate.slot():  # the slot is still the running step's
+                pass
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert gate.running == 0
+        assert gate.charged_cpu_s >= 0.02
+    finally:
+        release.set()
         gate.close()

@@ -212,8 +212,18 @@ class Steps:
             finally:
                 used[0] = time.thread_time() - started
 
+        running = loop.run_in_executor(gate._pool, timed, deadline)
         try:
-            return await loop.run_in_executor(gate._pool, timed, deadline)
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            # the caller went away (a client hung up), but a step on a thread
+            # cannot be stopped: it runs to its deadline. Keep the slot and the
+            # turn until it has, and charge what it used, or a client that starts
+            # reads and hangs up could keep every read thread busy, unbounded
+            # and uncharged, however busy ingest is.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait([running])
+            raise
         except ReadTimedOut:
             gate.refused += 1
             raise ReadBusy(
