@@ -22,7 +22,14 @@ from output_service.storage.postgres import export_chunks, summaries  # noqa: E4
 from output_service.storage.postgres.export_merge import Block, item_id, merged  # noqa: E402
 from tests.conftest import Running, StartService  # noqa: E402
 from tests.pg_server import PgDatabase  # noqa: E402
-from tests.test_pg_summaries import _age, _batch, _export, _max_id, _post  # noqa: E402
+from tests.test_pg_summaries import (  # noqa: E402
+    _age,
+    _arrived_between,
+    _batch,
+    _export,
+    _max_id,
+    _post,
+)
 
 A, B = "203.0.113.1", "203.0.113.2"
 
@@ -91,11 +98,12 @@ async def test_live_runs_and_the_rows_after_the_cut(
     pages = await _pages(service)
     assert [r["avg_rtt"] for r in pages] == [5, 4, 3, 2, 1]
     assert await _export(service) == pages
-    # a row committed behind the cut (its transaction began a minute ago): the
-    # segment no longer holds every row of its interval, and is not used
+    # a row committed behind the cut (its transaction began with A's first one, so it
+    # lands in the segment's partition whatever the time of day): the segment no longer
+    # holds every row of its interval, and is not used
     start = _max_id(pg_db) + 1
     await _post(service, _batch(A, [6], 20), "n3")
-    await _age(pg_db, start, dt.timedelta(minutes=1))
+    await _age(pg_db, start, _arrived_between(pg_db, 1, start))
     pages = await _pages(service)
     assert [r["avg_rtt"] for r in pages] == [6, 5, 4, 3, 2, 1]
     assert await _export(service) == pages

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -58,6 +59,17 @@ async def _age(pg_db: PgDatabase, ids_from: int, by: dt.timedelta) -> None:
                 )
     finally:
         await conn.close()
+
+
+def _arrived_between(pg_db: PgDatabase, earlier_id: int, later_id: int) -> dt.timedelta:
+    """How long after result `earlier_id` result `later_id` arrived (exact to the
+    microsecond): moving the later one back by this puts it at the earlier one's
+    arrival, in the same partition whatever the time of day."""
+    seconds = pg_db.psql(
+        "SELECT extract(epoch FROM (SELECT received_at FROM ping_results WHERE id = "
+        f"{later_id}) - (SELECT received_at FROM ping_results WHERE id = {earlier_id}))"
+    )
+    return dt.timedelta(microseconds=int(Decimal(seconds) * 1_000_000))
 
 
 async def _build(pg_db: PgDatabase) -> list[str]:
@@ -169,12 +181,17 @@ async def test_a_row_reaching_a_closed_partition_later_is_counted(
 async def test_a_live_row_committed_behind_the_cut_is_counted(
     week: Running, pg_db: PgDatabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(target_partials, "LIVE_LAG", dt.timedelta(seconds=1))
-    await get(week, "/api/targets")  # the live rows before now - 1 s are merged and kept
-    start = _max_id(pg_db) + 1
+    # the cut at the query (no transaction open): every row posted before it is behind it
+    monkeypatch.setattr(target_partials, "LIVE_LAG", dt.timedelta(0))
+    await get(week, "/api/targets")  # the live rows are merged and kept up to the cut
+    await get(week, "/api/targets")  # and extended to a later cut (nothing new)
+    today = _max_id(pg_db)  # the last of B's rows posted by the fixture, before the cuts
     await _post(week, _batch(B, [40], 50), "n2")
-    # as a transaction that began a minute ago would have stamped it: behind the cut
-    await _age(pg_db, start, dt.timedelta(minutes=1))
+    # as a transaction that began with the fixture's would have stamped it: behind both
+    # cuts, in the same partition (whatever the time of day), and never seen by a query
+    await _age(pg_db, today + 1, _arrived_between(pg_db, today, today + 1))
+    assert _targets(await get(week, "/api/targets"))[B] == _expected([30, 10, 20, 40], 2)
+    # the live rows read again, the kept count checked from the new cut on
     assert _targets(await get(week, "/api/targets"))[B] == _expected([30, 10, 20, 40], 2)
 
 

@@ -12,7 +12,12 @@ one statement over the rows they select, with exact nearest-rank percentiles by
 Every read holds a slot of the instance's `ReadGate` (the same bound on
 concurrent reads as on SQLite) and its share of time (`read_share`); each
 statement runs with the gate's time limit; a read over it is a 503
-(`ReadBusy`), never a 500.
+(`ReadBusy`), never a 500. While ingest is busy the reads also yield to it as
+on SQLite (`read_share_while_ingesting`): most of a read's cost here is the
+database's CPU, which ingest needs too and no client can deprioritise, so the
+time its statements ran is charged to the gate (the steps on the read threads
+charge their own CPU time), and the next read waits in its slot until that is
+paid back at the share.
 """
 
 from __future__ import annotations
@@ -68,10 +73,17 @@ class PgReads:
             gate.refused += 1
             raise
         async with gate.slot() as steps, self._pool().acquire() as conn:
+            # while ingest is busy: until the reads before have been paid back
+            await gate.yield_to_ingest()
             started = time.monotonic()  # time running, not waiting for a slot
+            on_threads = [0.0]  # wall time of the steps on the read threads
 
-            def cpu(step: Callable[[], U]) -> Awaitable[U]:
-                return steps.run(lambda _deadline: step())
+            async def cpu(step: Callable[[], U]) -> U:
+                began = time.monotonic()
+                try:
+                    return await steps.run(lambda _deadline: step())
+                finally:
+                    on_threads[0] += time.monotonic() - began
 
             try:
                 return await work(conn, gate.timeout_s, cpu)
@@ -81,7 +93,11 @@ class PgReads:
                     f"the read ran longer than {gate.timeout_s:g} s; narrow the query or retry"
                 ) from None
             finally:
-                self._share.spend(time.monotonic() - started)
+                ran = time.monotonic() - started
+                self._share.spend(ran)
+                # the statements' time, as the database's CPU it stands for (the
+                # steps on the threads charge their own CPU time)
+                gate.charge(max(0.0, ran - on_threads[0]))
 
     async def _fetch(
         self,

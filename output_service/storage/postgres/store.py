@@ -45,9 +45,14 @@ log = structlog.get_logger("output_service.storage.postgres")
 MAINTENANCE_INTERVAL_S = 60.0
 STATS_INTERVAL_S = 1.0
 PROBE_TIMEOUT_S = 2.0
+# Ingest is busy while this instance's writer has batches queued, or a batch was stored
+# (by any instance: the database's newest batch, read each second with the totals)
+# within this window. While it is, reads yield to it (`ReadGate`, as on SQLite).
+INGEST_BUSY_WINDOW_S = 1.0
 _TOTALS = (
     "SELECT coalesce(sum(result_count), 0) AS total, coalesce(sum(failed_count), 0) AS failed,"
     " max(received_at) AS last,"
+    " extract(epoch FROM now() - max(received_at))::float8 AS idle_s,"
     " (SELECT count(*) FROM hops_seen) AS discovered,"
     " (SELECT value FROM counters WHERE name = 'hops_sent') AS sent,"
     " (SELECT count(*) FROM hop_outbox) AS depth"
@@ -71,7 +76,14 @@ class PostgresStore:
         self.hop_counts = HopCounts()
         self.outbox: PgHopOutbox | None = None
         self._sender: HopSender | None = None
-        gate = ReadGate(config.max_concurrent_reads, config.read_query_timeout_s)
+        self._last_commit = -INGEST_BUSY_WINDOW_S  # monotonic, of this instance's last
+        self._shared_last_commit = -INGEST_BUSY_WINDOW_S  # and of any instance's (estimated)
+        gate = ReadGate(
+            config.max_concurrent_reads,
+            config.read_query_timeout_s,
+            ingest_busy=self.ingest_busy,
+            share_while_ingesting=config.read_share_while_ingesting,
+        )
         self.reads = PgReads(lambda: self.pool, gate)
 
     @property
@@ -183,6 +195,8 @@ class PostgresStore:
         if row is None:
             return
         self._totals = dict(row)
+        if row["idle_s"] is not None:  # the newest batch of any instance, on this clock
+            self._shared_last_commit = time.monotonic() - max(0.0, row["idle_s"])
         counts = self.hop_counts
         counts.discovered, counts.sent, counts.depth = row["discovered"], row["sent"], row["depth"]
         if self._lost is not None:
@@ -235,7 +249,18 @@ class PostgresStore:
                 raise IdempotencyConflict("Idempotency-Key was already used for a different batch")
         return SubmitResult(outcome.count, outcome.duplicate)
 
+    def ingest_busy(self) -> bool:
+        """Ingest is working on this database: batches wait for this instance's writer,
+        or one was stored within INGEST_BUSY_WINDOW_S, here or (as of the last
+        totals refresh) on any instance. While it is, reads yield to it."""
+        writer = self._writer
+        if writer is not None and writer.queued_results > 0:
+            return True
+        last = max(self._last_commit, self._shared_last_commit)
+        return time.monotonic() - last < INGEST_BUSY_WINDOW_S
+
     def _committed(self, stored: int, failed: int, hops_queued: int) -> None:
+        self._last_commit = time.monotonic()
         self._metrics.results_stored.inc(stored)
         if hops_queued:
             self._metrics.hops_discovered.inc(hops_queued)

@@ -49,6 +49,14 @@ CUT_SQL = (
     " AND pid <> pg_backend_pid()"
 )
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# Results the writers stored in the hours from the live range's start on (kept with the
+# rows, in the same transactions; schema version 4). The hour holding the start may hold
+# rows of the closed partition before it too: those never change, so they do not move
+# the difference the check compares.
+KEPT_SQL = (
+    "SELECT coalesce(sum(rows), 0) FROM arrival_counts"
+    " WHERE bucket >= date_trunc('hour', $1::timestamptz, 'UTC')"
+)
 
 
 def cacheable(flt: ResultFilter) -> bool:
@@ -97,7 +105,7 @@ class _Stable:
     ident: tuple[tuple[str, int], ...]  # the closed partitions (name, largest id)
     live_from: dt.datetime | None
     cut: dt.datetime | None  # None: no live rows in yet
-    counted: int  # live rows (any filter) that arrived before `cut`
+    counted: int  # the kept count less the rows after `cut` (see `_after`)
     acc: TargetAccumulator
     rows: dict[str, dict[str, Any]]
     base: TargetAccumulator  # the closed partials alone (never changed)
@@ -116,10 +124,16 @@ class TargetPartials:
     that arrived since (as the SQLite backend's cache extends a live file by id).
 
     The live part is cut by arrival time where every row before the cut is
-    committed (`CUT_SQL`). Each extension first counts the live rows before the
-    previous cut: a row committed behind it changes that count, and the live part
-    is then read again (the closed partials' merge is kept apart for that).
-    The merging runs through `cpu` (off the event loop, which serves ingest).
+    committed (`CUT_SQL`). Each extension first checks that nothing arrived
+    behind the previous cut: the writers' kept count of the live hours
+    (`arrival_counts`) less the rows after that cut is what it was then, unless
+    a row committed behind it; the live part is then read again (the closed
+    partials' merge is kept apart for that). Both counts, the extension and the
+    fresh rows are range scans of the arrival index from the previous cut on,
+    so a query's cost on the live partition follows the rows that arrived since
+    the last query, not the partition's size (BENCHMARKS.md, "Query API on
+    PostgreSQL, round four"). The merging runs through `cpu` (off the event
+    loop, which serves ingest).
     """
 
     def __init__(self) -> None:
@@ -165,24 +179,17 @@ class TargetPartials:
             stable = await self._closed(conn, key, ident, span, limit_s, cpu)
         if stable.cut is not None and cut <= stable.cut:
             return stable
-        counts = await conn.fetchrow(
-            "SELECT count(*) FILTER (WHERE received_at < $2), count(*) FROM ping_results"
-            " WHERE received_at >= $1 AND received_at < $3",
-            stable.live_from or EPOCH,
-            stable.cut or stable.live_from or EPOCH,
-            cut,
-            timeout=limit_s,
-        )
-        assert counts is not None  # an aggregate without GROUP BY returns one row
-        before, upto = counts
-        if before != stable.counted:  # a row arrived late, behind the cut: read the live rows again
+        kept: int = await conn.fetchval(KEPT_SQL, stable.live_from or EPOCH, timeout=limit_s)
+        after_cut, after_last = await _after(conn, cut, stable.cut, limit_s)
+        if stable.cut is not None and kept - after_last != stable.counted:
+            # a row arrived late, behind the last cut: read the live rows again
             stale = stable
             stable = self._stable[key] = await cpu(lambda: _live_again(stale))
         since = stable.cut or stable.live_from
         sql, args = queries.target_partials(flt, queries.Received(since, cut))
         extension = await conn.fetch(sql, *args, timeout=limit_s)
         await cpu(lambda: _extend(stable, extension))
-        stable.cut, stable.counted = cut, upto
+        stable.cut, stable.counted = cut, kept - after_cut
         return stable
 
     async def _closed(
@@ -207,6 +214,27 @@ class TargetPartials:
             self._stable.pop(next(iter(self._stable)))
         self._stable[key] = stable
         return stable
+
+
+async def _after(
+    conn: Conn, cut: dt.datetime, last: dt.datetime | None, limit_s: float
+) -> tuple[int, int]:
+    """Rows that arrived at or after `cut`, and at or after the `last` cut (0 with none),
+    by the arrival index: the rows since the last query, not the whole partition."""
+    if last is None:
+        n = await conn.fetchval(
+            "SELECT count(*) FROM ping_results WHERE received_at >= $1", cut, timeout=limit_s
+        )
+        return n, 0
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE received_at >= $1), count(*) FROM ping_results"
+        " WHERE received_at >= $2",
+        cut,
+        last,
+        timeout=limit_s,
+    )
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    return row[0], row[1]
 
 
 def _merged(

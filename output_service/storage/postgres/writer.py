@@ -43,13 +43,23 @@ _ALLOCATE = (
     " ARRAY(SELECT nextval('batches_id_seq') FROM generate_series(1, $1)),"
     " ARRAY(SELECT nextval('ping_results_id_seq') FROM generate_series(1, $2))"
 )
+# The batches inserted (a key stored before is not), and their results added to the
+# kept count of their hour of arrival (`arrival_counts`, schema version 4) in the same
+# statement: one row per hour and backend, so two writers never wait on each other.
 _INSERT_BATCHES = (
-    "INSERT INTO batches (id, received_at, remote, node_id, idempotency_key, body_hash,"
+    "WITH inserted AS ("
+    " INSERT INTO batches (id, received_at, remote, node_id, idempotency_key, body_hash,"
     " result_count, failed_count)"
     " SELECT b.id, $2, b.remote, b.node_id, b.key, b.hash, b.n, b.failed FROM unnest("
     "$1::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[])"
     " AS b(id, remote, node_id, key, hash, n, failed)"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, result_count),"
+    " counted AS ("
+    " INSERT INTO arrival_counts (bucket, writer, rows)"
+    " SELECT date_trunc('hour', $2::timestamptz, 'UTC'), pg_backend_pid(), sum(result_count)"
+    " FROM inserted HAVING count(*) > 0"
+    " ON CONFLICT (bucket, writer) DO UPDATE SET rows = arrival_counts.rows + excluded.rows)"
+    " SELECT id FROM inserted"
 )
 _EARLIER = (
     "SELECT idempotency_key, result_count, body_hash FROM batches"
