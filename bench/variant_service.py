@@ -77,12 +77,32 @@ def apply(variant: str) -> None:
         _gc_after_startup(int(variant.removeprefix("gcfreeze") or 0))
     elif variant.startswith("gen0-"):  # gen0-50000: only the threshold
         gc.set_threshold(int(variant.removeprefix("gen0-")), *gc.get_threshold()[1:])
+    elif variant == "cprofile":  # the event loop thread under cProfile, stats to $BENCH_CPROFILE
+        _cprofile()
     elif variant == "memprobe":  # the service as it is, its memory sampled from inside
         from bench import memory_probe
 
         memory_probe.start()
     else:
         raise SystemExit(f"unknown variant {variant!r}")
+
+
+def _cprofile() -> None:
+    """cProfile on the main thread (the event loop) from start to exit, its stats
+    written to $BENCH_CPROFILE: exact call counts per request, to compare with
+    bench.trivial's (the times are cProfile's, inflated; the counts are not)."""
+    import atexit
+    import cProfile
+    import os
+
+    profile = cProfile.Profile()
+    profile.enable()
+
+    def dump() -> None:
+        profile.disable()
+        profile.dump_stats(os.environ["BENCH_CPROFILE"])
+
+    atexit.register(dump)
 
 
 def _rows(self: Any, values: list[Any]) -> list[list[Any]]:
@@ -246,15 +266,14 @@ def _trivial_handler() -> None:
 
 
 def _no_middleware() -> None:
-    """The app without request_summary and the auth middleware."""
+    """The app without its middleware (request context, access, summary line)."""
     import output_service.app as app
 
     @web.middleware
     async def passthrough(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)  # type: ignore[no-any-return]
 
-    app.request_summary = passthrough  # type: ignore[attr-defined]
-    app.auth_middleware = lambda config, metrics: passthrough  # type: ignore[attr-defined]
+    app.front_middleware = lambda config, metrics: passthrough  # type: ignore[attr-defined]
 
 
 # One-result requests taken apart (combine with +: `no-store+no-request-log`):

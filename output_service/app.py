@@ -13,10 +13,9 @@ from aiohttp import web
 
 from output_service.config import Config
 from output_service.handlers import admin, api, health, ingest, openapi, page
-from output_service.handlers.auth import auth_middleware
 from output_service.handlers.common import SERVICES
 from output_service.handlers.inflight import IN_FLIGHT, InFlight
-from output_service.handlers.middleware import request_summary
+from output_service.handlers.middleware import front_middleware
 from output_service.services import Services
 
 
@@ -48,7 +47,7 @@ def _base_app(services: Services) -> web.Application:
     # Bodies are read as a stream with our own limit (ingest.read_body); aiohttp's
     # whole-body limit only has to be large enough not to get in the way.
     app = web.Application(
-        middlewares=[request_summary, auth_middleware(services.config, services.metrics)],
+        middlewares=[front_middleware(services.config, services.metrics)],
         client_max_size=int(services.config.max_body_mb * 1024 * 1024) + 1,
     )
     app[SERVICES] = services

@@ -1,8 +1,9 @@
 """Who may call what: an ingest token for /results, an admin token for the admin
 endpoints, a read token for everything that returns stored data.
 
-A middleware rather than a check in each handler, so an endpoint added later
-under a guarded path cannot forget it, and a refusal costs no body read. Paths
+Checked by the front middleware (handlers/middleware.py) rather than in each
+handler, so an endpoint added later under a guarded path cannot forget it, and a
+refusal costs no body read. Paths
 are matched both as requested and as routed, so no spelling of a path reaches a
 guarded handler unchecked, and the admin paths are guarded even before their
 routes exist.
@@ -28,7 +29,6 @@ from dataclasses import dataclass
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from output_service.config import Config
 from output_service.handlers.common import json_error
@@ -94,45 +94,67 @@ class _Scope:
     loopback_without_token: bool  # admin: no token means loopback only; ingest: open
 
 
-def _scope_of(request: web.Request, ingest: _Scope, admin: _Scope, read: _Scope) -> _Scope | None:
-    resource = request.match_info.route.resource
-    paths = {request.path, resource.canonical} if resource is not None else {request.path}
-    if paths & ADMIN_PATHS:
-        return admin
-    if paths & INGEST_PATHS:
-        return ingest
-    if paths <= OPEN_PATHS:
-        return None
-    return read
+class Guard:
+    """The access check for both apps, with the tokens parsed once: `refusal` is
+    the reply that refuses a request, or None to let it through. Called by the
+    front middleware (handlers/middleware.py) before any handler runs."""
 
+    __slots__ = ("_admin", "_ingest", "_metrics", "_read", "_scope_by_route")
 
-def auth_middleware(config: Config, metrics: Metrics) -> Middleware:
-    """The middleware for both apps, with the tokens parsed once."""
-    ingest = _Scope("ingest", parse_tokens(config.ingest_token), loopback_without_token=False)
-    admin = _Scope("admin", parse_tokens(config.admin_token), loopback_without_token=True)
-    # an admin token reads too; with no read_token set, reads stay open as before
-    read_tokens = parse_tokens(config.read_token)
-    read = _Scope(
-        "read", read_tokens + admin.tokens if read_tokens else (), loopback_without_token=False
-    )
+    def __init__(self, config: Config, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._ingest = _Scope(
+            "ingest", parse_tokens(config.ingest_token), loopback_without_token=False
+        )
+        self._admin = _Scope("admin", parse_tokens(config.admin_token), loopback_without_token=True)
+        # an admin token reads too; with no read_token set, reads stay open as before
+        read_tokens = parse_tokens(config.read_token)
+        self._read = _Scope(
+            "read",
+            read_tokens + self._admin.tokens if read_tokens else (),
+            loopback_without_token=False,
+        )
+        # the scope of a request to a route's own path, decided once per route (a
+        # request whose path differs from its route's pattern is decided each time)
+        self._scope_by_route: dict[str, _Scope | None] = {}
 
-    @web.middleware
-    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-        scope = _scope_of(request, ingest, admin, read)
+    def scope_of(self, request: web.Request) -> _Scope | None:
+        resource = request.match_info.route.resource
+        path = request.path
+        if resource is None:
+            return self._decide({path})
+        canonical = resource.canonical
+        if path != canonical:
+            return self._decide({path, canonical})
+        try:
+            return self._scope_by_route[path]
+        except KeyError:
+            scope = self._scope_by_route[path] = self._decide({path})
+            return scope
+
+    def _decide(self, paths: set[str]) -> _Scope | None:
+        if paths & ADMIN_PATHS:
+            return self._admin
+        if paths & INGEST_PATHS:
+            return self._ingest
+        if paths <= OPEN_PATHS:
+            return None
+        return self._read
+
+    def refusal(self, request: web.Request) -> web.Response | None:
+        scope = self.scope_of(request)
         if scope is None:
-            return await handler(request)
+            return None
         if not scope.tokens:
             if not scope.loopback_without_token or is_loopback(request.remote):
-                return await handler(request)
-            return _refuse(metrics, scope, "not_loopback")
+                return None
+            return _refuse(self._metrics, scope, "not_loopback")
         given = presented_token(request)
         if given is None:
-            return _refuse(metrics, scope, "missing")
+            return _refuse(self._metrics, scope, "missing")
         if not token_matches(given, scope.tokens):
-            return _refuse(metrics, scope, "wrong")
-        return await handler(request)
-
-    return authenticate
+            return _refuse(self._metrics, scope, "wrong")
+        return None
 
 
 def _refuse(metrics: Metrics, scope: _Scope, reason: str) -> web.Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 
 from aiohttp import web
@@ -26,7 +27,6 @@ from output_service.models import (
     InvalidUtf8Error,
     decode_batch,
 )
-from output_service.services import Services
 from output_service.storage.seam import IdempotencyConflict, StoreError, Submission
 
 JSON_TYPES = frozenset(("application/json", "text/json", "application/octet-stream"))
@@ -71,6 +71,8 @@ def _limit_broken(exc: BatchValidationError) -> str | None:
 
 def _accepts_content_type(request: web.Request) -> bool:
     """JSON, or no Content-Type at all (aiohttp reports that as octet-stream)."""
+    if request.headers.get("Content-Type") == "application/json":  # what nodes send
+        return True
     ctype = request.content_type
     if ctype == "application/octet-stream" and "Content-Type" in request.headers:
         return False
@@ -78,67 +80,103 @@ def _accepts_content_type(request: web.Request) -> bool:
 
 
 async def post_results(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
+    """Read, decode and store one batch, and answer once it has committed.
+
+    Every way to say no raises `Refused`, answered here. One coroutine for the
+    whole happy path (no awaited helpers but the body read when it has not all
+    arrived, and storage): each awaited coroutine is a frame and a suspension
+    more per request (BENCHMARKS.md, round four).
+    """
+    app = request.app
+    services = app[SERVICES]
     try:
-        return await _store_batch(request, services)
+        started = asyncio.get_running_loop().time()
+        if not _accepts_content_type(request):
+            raise Refused(
+                refusals.unsupported(
+                    f"Content-Type must be application/json, got {request.content_type}"
+                )
+            )
+        headers = request.headers
+        encoding = headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in CONTENT_ENCODINGS:
+            raise Refused(
+                refusals.unsupported(
+                    "Content-Encoding must be gzip, deflate or identity",
+                    limit="unsupported_encoding",
+                )
+            )
+        storage = services.storage
+        if storage.queue_full:  # refuse before paying to read and decode the body
+            raise Refused(refusals.QUEUE_FULL)
+        # The declared length is held from before the read (bodies being read count
+        # too), and corrected to the real size once it is known (chunked, gzip).
+        in_flight = app[IN_FLIGHT]
+        held = request.content_length or 0
+        if not in_flight.take(held):
+            raise Refused(refusals.QUEUE_BYTES_FULL)
+        try:
+            config = services.config
+            limit = int(config.max_body_mb * 1024 * 1024)
+            stream = request.content
+            if encoding == "identity" and stream.is_eof():  # all here: one read, no await
+                body = stream.read_nowait(-1)
+                if len(body) > limit:
+                    raise Refused(_too_large(limit))
+            else:
+                body = await _read_within_limits(request, limit, encoding, config.read_timeout_s)
+            if len(body) != held:
+                in_flight.release(held)
+                held = 0
+                if not in_flight.take(len(body)):
+                    raise Refused(refusals.QUEUE_BYTES_FULL)
+                held = len(body)
+            key = _idempotency_key(headers)
+            batch = _decode(body, config.max_batch_results)
+            body_hash = hashlib.sha256(body).hexdigest() if key is not None else None
+            # The decoded batch is all that is needed from here: without this, every
+            # request waiting for its commit kept its body too (64 x 630 KB at 64
+            # clients sending 1,000 results with traceroutes; BENCHMARKS.md, peak RSS).
+            del body
+            submission = Submission(
+                batch,
+                remote=request.remote,
+                node_id=headers.get("X-Node-ID", "")[:128] or None,
+                idempotency_key=key,
+                body_hash=body_hash,
+            )
+            try:
+                result = await storage.submit(submission)
+            except StoreError as exc:
+                raise Refused(refusals.store_refused(exc)) from None
+            except IdempotencyConflict as exc:
+                raise Refused(refusals.idempotency_conflict(str(exc))) from None
+        finally:
+            in_flight.release(held)
     except Refused as refused:
         return refused.refusal.answer(services.metrics)
-
-
-async def _store_batch(request: web.Request, services: Services) -> web.Response:
-    """Read, decode and store one batch; every way to say no raises `Refused`."""
-    started = asyncio.get_running_loop().time()
-    if not _accepts_content_type(request):
-        raise Refused(
-            refusals.unsupported(
-                f"Content-Type must be application/json, got {request.content_type}"
-            )
+    count = result.count
+    request[COUNT] = count
+    if result.duplicate:
+        services.metrics.batch_replayed()
+        return web.Response(
+            body=b'{"status":"ok","received":%d}' % count,
+            headers={"Idempotent-Replayed": "true"},
+            content_type="application/json",
+            charset="utf-8",
         )
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
-    if encoding not in CONTENT_ENCODINGS:
-        raise Refused(
-            refusals.unsupported(
-                "Content-Encoding must be gzip, deflate or identity", limit="unsupported_encoding"
-            )
-        )
-    if services.storage.queue_full:  # refuse before paying to read and decode the body
-        raise Refused(refusals.QUEUE_FULL)
-    # The declared length is held from before the read (bodies being read count
-    # too), and corrected to the real size once it is known (chunked, gzip).
-    in_flight = request.app[IN_FLIGHT]
-    held = request.content_length or 0
-    if not in_flight.take(held):
-        raise Refused(refusals.QUEUE_BYTES_FULL)
-    try:
-        config = services.config
-        limit = int(config.max_body_mb * 1024 * 1024)
-        body = await _read_within_limits(request, limit, encoding, config.read_timeout_s)
-        in_flight.release(held)
-        held = 0
-        if not in_flight.take(len(body)):
-            raise Refused(refusals.QUEUE_BYTES_FULL)
-        held = len(body)
-        key = _idempotency_key(request)
-        batch = _decode(body, config.max_batch_results)
-        body_hash = hashlib.sha256(body).hexdigest() if key is not None else None
-        # The decoded batch is all that is needed from here: without this, every
-        # request waiting for its commit kept its body too (64 x 630 KB at 64
-        # clients sending 1,000 results with traceroutes; BENCHMARKS.md, peak RSS).
-        del body
-        submission = Submission(
-            batch,
-            remote=request.remote,
-            node_id=request.headers.get("X-Node-ID", "")[:128] or None,
-            idempotency_key=key,
-            body_hash=body_hash,
-        )
-        return await _submit(request, services, submission, started)
-    finally:
-        in_flight.release(held)
+    services.metrics.batch_stored(count, asyncio.get_running_loop().time() - started)
+    # the one reply every stored batch gets, as json_reply would write it, without
+    # encoding a dict per request
+    return web.Response(
+        body=b'{"status":"ok","received":%d}' % count,
+        content_type="application/json",
+        charset="utf-8",
+    )
 
 
-def _idempotency_key(request: web.Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
+def _idempotency_key(headers: Mapping[str, str]) -> str | None:
+    key = headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY and key.isprintable()):
         raise Refused(
             refusals.invalid(
@@ -146,31 +184,6 @@ def _idempotency_key(request: web.Request) -> str | None:
             )
         )
     return key
-
-
-async def _submit(
-    request: web.Request, services: Services, submission: Submission, started: float
-) -> web.Response:
-    """Hand a decoded batch to storage and answer once it has committed."""
-    metrics = services.metrics
-    try:
-        result = await services.storage.submit(submission)
-    except StoreError as exc:
-        raise Refused(refusals.store_refused(exc)) from None
-    except IdempotencyConflict as exc:
-        raise Refused(refusals.idempotency_conflict(str(exc))) from None
-    request[COUNT] = result.count
-    headers = {"Idempotent-Replayed": "true"} if result.duplicate else None
-    if result.duplicate:
-        metrics.batch_replayed()
-    else:
-        metrics.batch_stored(result.count, asyncio.get_running_loop().time() - started)
-    # the one reply every stored batch gets, as json_reply would write it, without
-    # encoding a dict per request
-    body = b'{"status":"ok","received":%d}' % result.count
-    return web.Response(
-        body=body, headers=headers, content_type="application/json", charset="utf-8"
-    )
 
 
 async def _read_within_limits(
@@ -182,8 +195,7 @@ async def _read_within_limits(
         async with asyncio.timeout(timeout_s):
             return await read_body(request, limit, encoding)
     except BodyTooLargeError as exc:
-        message = f"body larger than {limit} bytes (max_body_mb)"
-        raise Refused(refusals.over_limit(413, exc.reason, message)) from None
+        raise Refused(_too_large(limit, exc.reason)) from None
     except BadEncodingError as exc:
         refusal = refusals.invalid(str(exc), limit="bad_encoding", encoding=exc.encoding)
         raise Refused(refusal) from None
@@ -193,6 +205,10 @@ async def _read_within_limits(
         raise Refused(refusal) from None
     except web.RequestPayloadError:  # e.g. broken chunked framing
         raise Refused(refusals.invalid("body could not be read")) from None
+
+
+def _too_large(limit: int, reason: str = "body_too_large") -> refusals.Refusal:
+    return refusals.over_limit(413, reason, f"body larger than {limit} bytes (max_body_mb)")
 
 
 def _decode(body: bytes, max_results: int) -> Batch:
